@@ -1,0 +1,5 @@
+//! Experiments that print a report.
+
+pub mod ring;
+
+pub use ring::{Change, RingExperiment, RingReport};

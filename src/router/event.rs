@@ -1,0 +1,134 @@
+//! Events: everything the router decides, for the dashboard, logs and tests.
+
+use std::sync::Mutex;
+
+use super::backend::BackendState;
+use super::remap::RemapSummary;
+use super::session::KeyLabel;
+use super::{BackendId, Timestamp};
+
+/// How a request found its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// A valid balancer cookie whose session the table did not hold.
+    Cookie,
+    /// The session table.
+    Table,
+    /// The placement, for a key with no session yet (or no key at all).
+    Placement,
+    /// The session's backend had left; it was moved.
+    Reassignment,
+}
+
+/// Why a session left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionEnd {
+    /// Idle longer than the timeout.
+    Expired,
+    /// The table was full and it was the least recently used.
+    Evicted,
+    /// Ended on purpose (logout).
+    Ended,
+}
+
+/// Something the router did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A request was routed.
+    Routed {
+        /// The affinity key, shortened (empty when there was none).
+        key: KeyLabel,
+        /// The key's ring position.
+        position: u32,
+        /// Where it went.
+        backend: BackendId,
+        /// How.
+        via: Via,
+        /// When.
+        at: Timestamp,
+    },
+    /// A session was created.
+    SessionCreated {
+        /// The key, shortened.
+        key: KeyLabel,
+        /// Its backend.
+        backend: BackendId,
+    },
+    /// A session left the table.
+    SessionEnded {
+        /// The key, shortened.
+        key: KeyLabel,
+        /// Its backend.
+        backend: BackendId,
+        /// Why.
+        reason: SessionEnd,
+    },
+    /// A session was moved because its backend left.
+    SessionReassigned {
+        /// The key, shortened.
+        key: KeyLabel,
+        /// The backend it left.
+        from: BackendId,
+        /// The backend it has now.
+        to: BackendId,
+    },
+    /// A backend changed state.
+    BackendState {
+        /// Which.
+        backend: BackendId,
+        /// Its state before.
+        from: BackendState,
+        /// Its state now.
+        to: BackendState,
+    },
+    /// The outcome of a topology change.
+    Remap(RemapSummary),
+    /// A balancer cookie failed verification and was ignored.
+    ForgedCookie,
+}
+
+/// Where the router sends events. Implementations must never block: a slow
+/// consumer drops events (and counts them), it never slows routing.
+pub trait EventSink: Send + Sync {
+    /// Delivers one event.
+    fn emit(&self, event: Event);
+
+    /// Whether anyone listens to per-request events; when false the router
+    /// skips building them.
+    fn wants_routed(&self) -> bool {
+        true
+    }
+}
+
+/// Drops every event.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl EventSink for NullSink {
+    fn emit(&self, _: Event) {}
+
+    fn wants_routed(&self) -> bool {
+        false
+    }
+}
+
+/// Keeps every event in memory, for tests and the simulator.
+#[derive(Debug, Default)]
+pub struct CollectSink {
+    events: Mutex<Vec<Event>>,
+}
+
+impl CollectSink {
+    /// Takes the events collected so far.
+    pub fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl EventSink for CollectSink {
+    fn emit(&self, event: Event) {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}

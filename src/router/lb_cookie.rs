@@ -1,0 +1,321 @@
+//! The balancer's own cookie (`SERVERID` by default): a session id and an
+//! opaque backend tag, protected so that clients can neither read backend
+//! names nor choose their backend.
+//!
+//! | protection | value | a client can… |
+//! |---|---|---|
+//! | `private` (default) | AES-256-GCM of `"<session>.<tag>"` (the `cookie` crate's private jar) | nothing: not read it, not forge it |
+//! | `signed` | HMAC-SHA256 + `"<session>.<tag>"` | read the opaque tag, not forge it |
+//! | `hashed` | `"<session>.<tag>"` (the seed's option 1) | copy another backend's tag |
+//! | `plain` | `"<session>.<name>"` (teaching only) | read and choose the backend |
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use cookie::{Cookie, CookieJar, Key};
+
+use super::backend::{Backend, backend_tag};
+
+/// The balancer cookie's name unless configured otherwise.
+pub const DEFAULT_COOKIE_NAME: &str = "SERVERID";
+
+/// The least bytes a configured cookie secret may have.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// How the cookie value is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protection {
+    /// Encrypted and authenticated.
+    #[default]
+    Private,
+    /// Authenticated; the tag is opaque but visible.
+    Signed,
+    /// A hash of the backend name, unauthenticated.
+    Hashed,
+    /// The backend name in clear: for teaching only.
+    Plain,
+}
+
+impl Protection {
+    /// The name used in config files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protection::Private => "private",
+            Protection::Signed => "signed",
+            Protection::Hashed => "hashed",
+            Protection::Plain => "plain",
+        }
+    }
+}
+
+impl fmt::Display for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Protection {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "private" => Ok(Protection::Private),
+            "signed" => Ok(Protection::Signed),
+            "hashed" => Ok(Protection::Hashed),
+            "plain" => Ok(Protection::Plain),
+            _ => Err(format!(
+                "unknown cookie protection {s:?}: expected private, signed, hashed or plain"
+            )),
+        }
+    }
+}
+
+/// A cookie secret that is too short.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the cookie secret has {0} bytes; it needs at least {MIN_SECRET_LEN} (e.g. `openssl rand -hex 32`)")]
+pub struct ShortSecret(pub usize);
+
+/// What a valid balancer cookie says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieClaim {
+    /// The session id.
+    pub session: u64,
+    /// The opaque tag of the backend it names.
+    pub tag: u32,
+}
+
+/// Encodes and verifies balancer cookies.
+pub struct CookieCodec {
+    name: String,
+    protection: Protection,
+    key: Key,
+    /// An empty jar: the `cookie` crate verifies through a jar's child view.
+    empty: CookieJar,
+    /// True when the key was generated at start (cookies die with the process).
+    ephemeral: bool,
+}
+
+impl fmt::Debug for CookieCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CookieCodec")
+            .field("name", &self.name)
+            .field("protection", &self.protection)
+            .field("ephemeral", &self.ephemeral)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CookieCodec {
+    /// A codec keyed by `secret` (at least 32 bytes), or by a random key when
+    /// `None`: then [`CookieCodec::is_ephemeral`] is true and the caller
+    /// should warn that cookies will not survive a restart.
+    pub fn new(name: &str, protection: Protection, secret: Option<&[u8]>) -> Result<Self, ShortSecret> {
+        let (key, ephemeral) = match secret {
+            Some(s) if s.len() < MIN_SECRET_LEN => return Err(ShortSecret(s.len())),
+            Some(s) => (Key::derive_from(s), false),
+            None => (Key::generate(), true),
+        };
+        Ok(CookieCodec {
+            name: name.to_owned(),
+            protection,
+            key,
+            empty: CookieJar::new(),
+            ephemeral,
+        })
+    }
+
+    /// The cookie name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The protection in force.
+    pub fn protection(&self) -> Protection {
+        self.protection
+    }
+
+    /// True when the key is random for this process.
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    /// The cookie value for `session` on `backend`.
+    pub fn encode(&self, session: u64, backend: &Backend) -> String {
+        let mut plain = String::with_capacity(32);
+        match self.protection {
+            Protection::Plain => {
+                let _ = write!(plain, "{session:016x}.{}", backend.name);
+                return plain;
+            }
+            _ => {
+                let _ = write!(plain, "{session:016x}.{:08x}", backend.tag);
+            }
+        }
+        match self.protection {
+            Protection::Private | Protection::Signed => {
+                let mut jar = CookieJar::new();
+                let cookie = Cookie::new(self.name.clone(), plain);
+                if self.protection == Protection::Private {
+                    jar.private_mut(&self.key).add(cookie);
+                } else {
+                    jar.signed_mut(&self.key).add(cookie);
+                }
+                jar.get(&self.name).map(|c| c.value().to_owned()).unwrap_or_default()
+            }
+            Protection::Hashed | Protection::Plain => plain,
+        }
+    }
+
+    /// Verifies and reads a cookie value; `None` for anything tampered,
+    /// truncated, made with another key, or not of this format.
+    pub fn decode(&self, value: &str) -> Option<CookieClaim> {
+        if value.is_empty() || value.len() > 256 {
+            return None;
+        }
+        match self.protection {
+            Protection::Private | Protection::Signed => {
+                let cookie = Cookie::new(self.name.clone(), value.to_owned());
+                let verified = if self.protection == Protection::Private {
+                    self.empty.private(&self.key).decrypt(cookie)
+                } else {
+                    self.empty.signed(&self.key).verify(cookie)
+                }?;
+                parse_plaintext(verified.value(), false)
+            }
+            Protection::Hashed => parse_plaintext(value, false),
+            Protection::Plain => parse_plaintext(value, true),
+        }
+    }
+}
+
+/// Parses `"<16 hex>.<8 hex>"`, or `"<16 hex>.<name>"` when `named`.
+fn parse_plaintext(s: &str, named: bool) -> Option<CookieClaim> {
+    let (session, backend) = s.split_once('.')?;
+    if session.len() != 16 {
+        return None;
+    }
+    let session = u64::from_str_radix(session, 16).ok()?;
+    let tag = if named {
+        super::backend::validate_name(backend).ok()?;
+        backend_tag(backend)
+    } else {
+        if backend.len() != 8 {
+            return None;
+        }
+        u32::from_str_radix(backend, 16).ok()?
+    };
+    Some(CookieClaim { session, tag })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::BackendId;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn backend(name: &str) -> Backend {
+        Backend::new(BackendId(0), name, "127.0.0.1:1".parse().unwrap())
+    }
+
+    fn all() -> [Protection; 4] {
+        [
+            Protection::Private,
+            Protection::Signed,
+            Protection::Hashed,
+            Protection::Plain,
+        ]
+    }
+
+    #[test]
+    fn round_trips_and_hides_the_name_unless_plain() {
+        let b = backend("api-2");
+        for p in all() {
+            let codec = CookieCodec::new("SERVERID", p, Some(SECRET)).unwrap();
+            let value = codec.encode(0xdead_beef_0000_0001, &b);
+            assert_eq!(
+                codec.decode(&value),
+                Some(CookieClaim {
+                    session: 0xdead_beef_0000_0001,
+                    tag: b.tag
+                }),
+                "{p}: {value}"
+            );
+            assert_eq!(value.contains("api-2"), p == Protection::Plain, "{p}: {value}");
+            // Cookie-safe characters only.
+            assert!(
+                value.bytes().all(|c| c.is_ascii_graphic() && c != b';' && c != b','),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_tampered_truncated_and_garbage_values() {
+        let b = backend("api-1");
+        for p in [Protection::Private, Protection::Signed] {
+            let codec = CookieCodec::new("SERVERID", p, Some(SECRET)).unwrap();
+            let value = codec.encode(42, &b);
+            let mut tampered = value.clone().into_bytes();
+            let mid = tampered.len() / 2;
+            tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(tampered).unwrap();
+            for bad in [
+                tampered.as_str(),
+                &value[..value.len() - 1],
+                &value[..10],
+                "",
+                "garbage",
+                "0000000000000001.00000000",
+                &"A".repeat(300),
+            ] {
+                assert_eq!(codec.decode(bad), None, "{p} accepted {bad:?}");
+            }
+        }
+        let hashed = CookieCodec::new("SERVERID", Protection::Hashed, None).unwrap();
+        for bad in [
+            "",
+            "x.y",
+            "000000000000002a.zz",
+            "2a.0000abcd",
+            "000000000000002a0000abcd",
+        ] {
+            assert_eq!(hashed.decode(bad), None, "{bad:?}");
+        }
+        let plain = CookieCodec::new("SERVERID", Protection::Plain, None).unwrap();
+        assert_eq!(plain.decode("000000000000002a.bad name"), None);
+    }
+
+    #[test]
+    fn rejects_cookies_made_with_another_key_or_name() {
+        let b = backend("api-1");
+        for p in [Protection::Private, Protection::Signed] {
+            let a = CookieCodec::new("SERVERID", p, Some(SECRET)).unwrap();
+            let other = CookieCodec::new("SERVERID", p, Some(b"another secret that is long enough!!")).unwrap();
+            let renamed = CookieCodec::new("LB", p, Some(SECRET)).unwrap();
+            let value = a.encode(7, &b);
+            assert_eq!(other.decode(&value), None, "{p}: replayed under another key");
+            if p == Protection::Private {
+                // The private jar binds the cookie name into the ciphertext;
+                // the signed jar authenticates the value alone.
+                assert_eq!(renamed.decode(&value), None, "{p}: replayed under another name");
+            }
+        }
+    }
+
+    #[test]
+    fn short_secrets_are_refused_and_no_secret_is_ephemeral() {
+        assert_eq!(
+            CookieCodec::new("S", Protection::Private, Some(b"short")).unwrap_err(),
+            ShortSecret(5)
+        );
+        assert!(CookieCodec::new("S", Protection::Private, None).unwrap().is_ephemeral());
+        assert!(
+            !CookieCodec::new("S", Protection::Private, Some(SECRET))
+                .unwrap()
+                .is_ephemeral()
+        );
+    }
+}

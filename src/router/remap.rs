@@ -1,0 +1,154 @@
+//! Remap accounting: what a topology change did to the live sessions,
+//! beside what modulo hashing would have done and the ideal.
+
+use std::fmt;
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    /// A backend stopped keeping sessions (down, killed, removed, drain ended).
+    Left,
+    /// A backend started taking new sessions (added, revived, back up, undrained).
+    Joined,
+    /// A backend started draining: no session moves, new keys go elsewhere.
+    Draining,
+    /// A backend's weight changed.
+    Reweighted,
+}
+
+/// The outcome of one topology change.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RemapSummary {
+    /// The backend that changed.
+    pub backend: String,
+    /// How.
+    pub kind: ChangeKind,
+    /// Live sessions when it happened.
+    pub sessions: u64,
+    /// Sessions actually moved to another backend.
+    pub moved: u64,
+    /// Sessions whose owner under pure consistent hashing changed.
+    pub ring: u64,
+    /// Sessions whose owner under `position % backends` changed.
+    pub modulo: u64,
+    /// The least share any scheme must move: |ΔN| / max(N before, N after).
+    pub ideal: f64,
+    /// Backends taking new sessions before.
+    pub backends_before: usize,
+    /// Backends taking new sessions after.
+    pub backends_after: usize,
+}
+
+impl RemapSummary {
+    /// `moved` as a share of the live sessions.
+    pub fn moved_share(&self) -> f64 {
+        share(self.moved, self.sessions)
+    }
+
+    /// `ring` as a share.
+    pub fn ring_share(&self) -> f64 {
+        share(self.ring, self.sessions)
+    }
+
+    /// `modulo` as a share.
+    pub fn modulo_share(&self) -> f64 {
+        share(self.modulo, self.sessions)
+    }
+}
+
+/// The ideal share to move when the number of backends goes from `before` to `after`.
+pub fn ideal_share(before: usize, after: usize) -> f64 {
+    let most = before.max(after);
+    if most == 0 {
+        0.0
+    } else {
+        before.abs_diff(after) as f64 / most as f64
+    }
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+}
+
+/// Formats 1234567 as "1,234,567".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl fmt::Display for RemapSummary {
+    /// e.g. "api-2 left: 1,032 of 3,100 sessions moved (33.3%) — modulo would have moved 66.8%, ideal 33.3%".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = match self.kind {
+            ChangeKind::Left => "left",
+            ChangeKind::Joined => "joined",
+            ChangeKind::Draining => "is draining",
+            ChangeKind::Reweighted => "was reweighted",
+        };
+        write!(
+            f,
+            "{} {verb}: {} of {} sessions moved ({:.1}%)",
+            self.backend,
+            thousands(self.moved),
+            thousands(self.sessions),
+            100.0 * self.moved_share()
+        )?;
+        if self.kind != ChangeKind::Left {
+            write!(
+                f,
+                " — a stateless ring would have moved {:.1}%,",
+                100.0 * self.ring_share()
+            )?;
+        } else {
+            f.write_str(" —")?;
+        }
+        write!(
+            f,
+            " modulo would have moved {:.1}%, ideal {:.1}%",
+            100.0 * self.modulo_share(),
+            100.0 * self.ideal
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_the_dashboard() {
+        let s = RemapSummary {
+            backend: "api-2".into(),
+            kind: ChangeKind::Left,
+            sessions: 3100,
+            moved: 1032,
+            ring: 1032,
+            modulo: 2071,
+            ideal: ideal_share(3, 2),
+            backends_before: 3,
+            backends_after: 2,
+        };
+        assert_eq!(
+            s.to_string(),
+            "api-2 left: 1,032 of 3,100 sessions moved (33.3%) — modulo would have moved 66.8%, ideal 33.3%"
+        );
+    }
+
+    #[test]
+    fn thousands_and_ideal() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(ideal_share(4, 5), 0.2);
+        assert_eq!(ideal_share(0, 0), 0.0);
+    }
+}
