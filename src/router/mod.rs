@@ -164,6 +164,8 @@ pub struct Route {
     pub session_id: Option<u64>,
     /// True when the client's balancer cookie must be (re)written.
     pub set_cookie: bool,
+    /// The session's fingerprint, when there is a session.
+    pub fingerprint: Option<u64>,
 }
 
 /// Router-wide counters.
@@ -364,6 +366,7 @@ impl Router {
                     position,
                     session_id: None,
                     set_cookie: false,
+                    fingerprint: None,
                 });
             }
             SessionKey::Cookie { session, backend } => (Some(session), backend),
@@ -390,6 +393,7 @@ impl Router {
                 position,
                 session_id,
                 set_cookie,
+                fingerprint: Some(fingerprint),
             }
         };
 
@@ -483,6 +487,96 @@ impl Router {
         topo.backend(to).counters.sessions.fetch_add(1, Ordering::Relaxed);
         inc(&self.stats.reassigned);
         self.events.emit(Event::SessionReassigned { key, from, to });
+    }
+
+    /// Redispatch: `route.backend` could not be reached. Sends the request,
+    /// and moves its session, to the next backend clockwise from its key that
+    /// takes new sessions and is not in `avoid` (the backends already tried).
+    pub fn redispatch(&self, route: &Route, avoid: &[BackendId], now: Timestamp) -> Result<Route, RouterError> {
+        let topo = self.topology.load();
+        let to = topo
+            .ring()
+            .lookup(route.position, |id| {
+                topo.state(id).takes_new_sessions() && id != route.backend.id && !avoid.contains(&id)
+            })
+            .map(|v| v.owner)
+            .ok_or(RouterError::NoBackend)?;
+        if let Some(fingerprint) = route.fingerprint {
+            let moved = self.sessions.shard_for(fingerprint).reassign(fingerprint, to, false);
+            if let Some(info) = moved {
+                self.count_move(&topo, info.label, info.backend, to);
+            }
+        }
+        let backend = Arc::clone(topo.backend(to));
+        backend.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if self.events.wants_routed() {
+            self.events.emit(Event::Routed {
+                key: label_of(SessionKey::None, route.session_id),
+                position: route.position,
+                backend: to,
+                via: Via::Reassignment,
+                at: now,
+            });
+        }
+        Ok(Route {
+            backend,
+            via: Via::Reassignment,
+            outcome: Outcome::Reassigned {
+                from: Some(route.backend.id),
+            },
+            position: route.position,
+            session_id: route.session_id,
+            set_cookie: route.session_id.is_some(),
+            fingerprint: route.fingerprint,
+        })
+    }
+
+    /// Binds `key` to `backend`, as when a response sets the application's
+    /// session cookie: a new session, or a session moved to where the
+    /// application now keeps it. Returns whether the table changed.
+    pub fn bind(&self, key: SessionKey<'_>, backend: BackendId, now: Timestamp) -> bool {
+        let topo = self.topology.load();
+        if !topo.state(backend).keeps_sessions() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        let Some((domain, bytes)) = key_material(key, &mut buf) else {
+            return false;
+        };
+        let fingerprint = self.fingerprinter.fingerprint(domain, bytes);
+        let position = hash::key_position(bytes);
+        let label = label_of(key, None);
+        let mut shard = self.sessions.shard_for(fingerprint);
+        match shard.lookup(fingerprint, now.secs(), self.sessions.idle_secs()) {
+            Lookup::Live { backend: current, .. } if current == backend => false,
+            Lookup::Live { backend: current, .. } => {
+                if let Some(info) = shard.reassign(fingerprint, backend, false) {
+                    self.count_move(&topo, info.label, current, backend);
+                }
+                true
+            }
+            lookup => {
+                if let Lookup::Expired(info) = lookup {
+                    self.count_end(&topo, &info, SessionEnd::Expired);
+                }
+                if let Some(evicted) = shard.insert(
+                    fingerprint,
+                    position,
+                    backend,
+                    label,
+                    now.secs(),
+                    self.sessions.is_full(),
+                ) {
+                    self.count_end(&topo, &evicted, SessionEnd::Evicted);
+                }
+                drop(shard);
+                self.sessions.add_len(1);
+                topo.backend(backend).counters.sessions.fetch_add(1, Ordering::Relaxed);
+                inc(&self.stats.created);
+                self.events.emit(Event::SessionCreated { key: label, backend });
+                true
+            }
+        }
     }
 
     /// Ends the session of `key` (logout). Returns whether there was one.

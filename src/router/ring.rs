@@ -229,12 +229,22 @@ impl Ring {
     /// Like [`Ring::lookup`], starting at vnode index `start`.
     #[inline]
     pub fn walk_from(&self, start: usize, mut ok: impl FnMut(BackendId) -> bool) -> Option<Vnode> {
-        let (wrapped, ahead) = self.points.split_at(start.min(self.points.len()));
-        let p = *ahead.iter().chain(wrapped).find(|&&p| ok(owner_of(p)))?;
-        Some(Vnode {
-            position: position_of(p),
-            owner: owner_of(p),
-        })
+        let n = self.points.len();
+        let mut i = start;
+        for _ in 0..n {
+            let p = self.points[i];
+            if ok(owner_of(p)) {
+                return Some(Vnode {
+                    position: position_of(p),
+                    owner: owner_of(p),
+                });
+            }
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+        }
+        None
     }
 
     /// All virtual nodes in clockwise order.
