@@ -1,21 +1,138 @@
 //! The command line (clap): one subcommand per job, each handing off to the library.
 
 use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{BackendEntry, Config, ConfigError};
 use crate::experiment::{self, RingExperiment};
-use crate::router::{Placement, VnodeHash};
+use crate::router::affinity::AffinityMode;
+use crate::router::lb_cookie::Protection;
+use crate::router::{BackendSpec, Placement, VnodeHash};
 use crate::sim::{self, SimConfig};
 
 /// An interactive load balancer for learning and experimenting with sticky
 /// sessions and consistent hashing.
 #[derive(Debug, Parser)]
-#[command(name = "ringside", version, about, long_about = None)]
+#[command(name = "ringside", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// What to run.
+    /// What to run; with none, the balancer itself.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The balancer's options.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Options of the balancer (`ringside` with no subcommand).
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// Run without the dashboard: logs to stderr, one JSON line with the addresses on stdout.
+    #[arg(long)]
+    pub headless: bool,
+    /// A TOML configuration file (see assets/ringside.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// An external backend, NAME=IP:PORT[*WEIGHT]; repeat for more. None: demo backends.
+    #[arg(long = "backend", value_name = "NAME=IP:PORT[*WEIGHT]")]
+    pub backends: Vec<BackendSpec>,
+    /// Where the proxy listens.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Where the admin API listens.
+    #[arg(long, value_name = "IP:PORT")]
+    pub admin: Option<SocketAddr>,
+    /// Bearer token for the admin API (required beyond loopback).
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+    /// Placement for new sessions.
+    #[arg(long)]
+    pub placement: Option<Placement>,
+    /// What requests are routed by.
+    #[arg(long)]
+    pub affinity: Option<AffinityMode>,
+    /// How the balancer cookie is protected: private, signed, hashed or plain.
+    #[arg(long)]
+    pub cookie_protection: Option<Protection>,
+    /// Virtual nodes per unit of weight.
+    #[arg(long)]
+    pub vnodes: Option<u32>,
+    /// How vnode labels become positions: mixed or crc32.
+    #[arg(long)]
+    pub vnode_hash: Option<VnodeHash>,
+    /// Demo backends to start when no backend is given.
+    #[arg(long, value_name = "N")]
+    pub demo: Option<usize>,
+    /// The first demo backend's port (0: chosen by the OS).
+    #[arg(long, value_name = "PORT")]
+    pub demo_port: Option<u16>,
+    /// Run the synthetic clients (on by default in the dashboard, off headless).
+    #[arg(long)]
+    pub traffic: bool,
+    /// Where the dashboard writes its log.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The configuration: the file (or defaults) with these flags on top, validated.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let (mut c, origin) = match &self.config {
+            Some(path) => (Config::load(path)?, format!("{} + command line", path.display())),
+            None => (Config::default(), "command line".to_owned()),
+        };
+        if !self.backends.is_empty() {
+            c.backends = self
+                .backends
+                .iter()
+                .map(|b| BackendEntry {
+                    name: b.name.clone(),
+                    addr: b.addr,
+                    weight: b.weight,
+                })
+                .collect();
+        }
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.admin {
+            c.admin.listen = v;
+        }
+        if let Some(v) = &self.admin_token {
+            c.admin.token = Some(v.clone());
+        }
+        if let Some(v) = self.placement {
+            c.routing.placement = v;
+        }
+        if let Some(v) = self.affinity {
+            c.affinity.mode = v;
+        }
+        if let Some(v) = self.cookie_protection {
+            c.affinity.protection = v;
+        }
+        if let Some(v) = self.vnodes {
+            c.routing.vnodes = v;
+        }
+        if let Some(v) = self.vnode_hash {
+            c.routing.vnode_hash = v;
+        }
+        if let Some(v) = self.demo {
+            c.demo.backends = v;
+        }
+        if let Some(v) = self.demo_port {
+            c.demo.base_port = v;
+        }
+        if self.traffic {
+            c.traffic.enabled = Some(true);
+        }
+        if let Some(v) = &self.log_file {
+            c.log.file = v.clone();
+        }
+        c.validate(&origin)?;
+        Ok(c)
+    }
 }
 
 /// The subcommands.
@@ -27,6 +144,19 @@ pub enum Command {
     /// A sticky-session simulator: JSON messages on stdin, answers on stdout,
     /// one object per line, driving the real router with simulated backends.
     Sim(SimArgs),
+    /// Run one demo backend as its own process, for failover experiments.
+    DemoBackend(DemoBackendArgs),
+}
+
+/// Options of `ringside demo-backend`.
+#[derive(Debug, Args)]
+pub struct DemoBackendArgs {
+    /// Its name, shown in every answer ("Backend Server NAME").
+    #[arg(long)]
+    pub name: String,
+    /// Where it listens.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: SocketAddr,
 }
 
 /// Options of `ringside ring`.
@@ -111,10 +241,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             sim::run(io::stdin().lock(), io::stdout().lock(), &config)?;
             Ok(())
         }
+        Some(Command::DemoBackend(a)) => {
+            crate::app::log_to_stderr("info");
+            runtime()?.block_on(crate::demo::backend::run_standalone(&a.name, a.listen))
+        }
         None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            Ok(())
+            let config = cli.run.config()?;
+            if cli.run.headless {
+                crate::app::log_to_stderr(&config.log.level);
+                runtime()?.block_on(crate::app::run_headless(config))
+            } else {
+                anyhow::bail!(
+                    "the dashboard is not part of this build yet: run `ringside --headless` and drive it with the admin API"
+                )
+            }
         }
     }
+}
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }

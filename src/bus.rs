@@ -1,0 +1,288 @@
+//! The event bus: routing decisions, state changes and drain steps on their
+//! way to the dashboard, the log and `/api/events`.
+//!
+//! It can never slow the proxy: publishing is a few atomic operations and a
+//! bounded broadcast that overwrites what a slow subscriber has not read
+//! (the subscriber counts those as dropped). Per-request events are sampled
+//! to a budget per 100 ms window and skipped entirely when nobody listens;
+//! the per-second figures come from counters, not from events.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::clock::Clock;
+use crate::demo::traffic::TrafficEvent;
+use crate::router::{Event, EventSink, Topology};
+
+/// Per-request events let through in each 100 ms window.
+pub const SAMPLE_BUDGET: u64 = 40;
+
+/// Events buffered for each subscriber before the oldest are overwritten.
+pub const CAPACITY: usize = 4096;
+
+/// Everything that travels on the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusEvent {
+    /// A router decision.
+    Router(Event),
+    /// A drain's progress, once a second, and its end.
+    Drain {
+        /// The draining backend.
+        backend: String,
+        /// Connections still open to it.
+        active: u64,
+        /// Sessions it still holds.
+        sessions: u64,
+        /// Seconds left before the timeout.
+        remaining_secs: u64,
+        /// The drain ended (`reason` says how).
+        done: Option<&'static str>,
+    },
+    /// A killed backend was found down: how long it took and by what.
+    Detected {
+        /// The backend.
+        backend: String,
+        /// Milliseconds from the kill to its state going down.
+        after_ms: u64,
+        /// `health-check` or `connect` (passive).
+        by: &'static str,
+    },
+    /// Something the demo clients saw.
+    Traffic(TrafficEvent),
+    /// An operator action and what it did, for the log.
+    Command(String),
+}
+
+impl BusEvent {
+    /// Per-request events, which are sampled.
+    fn is_high_volume(&self) -> bool {
+        match self {
+            BusEvent::Router(e) => !matches!(e, Event::BackendState { .. } | Event::Remap(_)),
+            BusEvent::Traffic(TrafficEvent::LoggedIn { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// The event as one JSON object, backend ids resolved to names.
+    pub fn to_json(&self, topo: &Topology, clock: &Clock) -> Value {
+        let name = |id: crate::router::BackendId| -> Value {
+            if id.index() < topo.backend_count() {
+                Value::from(&*topo.backend(id).name)
+            } else {
+                Value::Null
+            }
+        };
+        match self {
+            BusEvent::Router(e) => match e {
+                Event::Routed {
+                    key,
+                    position,
+                    backend,
+                    via,
+                    at,
+                } => json!({"type": "routed", "key": key.as_str(), "position": position,
+                    "backend": name(*backend), "via": via, "at_ms": at.0}),
+                Event::SessionCreated { key, backend } => {
+                    json!({"type": "session-created", "key": key.as_str(), "backend": name(*backend)})
+                }
+                Event::SessionEnded { key, backend, reason } => {
+                    json!({"type": "session-ended", "key": key.as_str(), "backend": name(*backend), "reason": reason})
+                }
+                Event::SessionReassigned { key, from, to } => {
+                    json!({"type": "session-reassigned", "key": key.as_str(), "from": name(*from), "to": name(*to)})
+                }
+                Event::BackendState { backend, from, to } => {
+                    json!({"type": "backend-state", "backend": name(*backend), "from": from, "to": to})
+                }
+                Event::Remap(summary) => json!({"type": "remap", "summary": summary.to_string(), "remap": summary}),
+                Event::ForgedCookie => json!({"type": "forged-cookie"}),
+            },
+            BusEvent::Drain {
+                backend,
+                active,
+                sessions,
+                remaining_secs,
+                done,
+            } => json!({"type": "drain", "backend": backend, "active": active, "sessions": sessions,
+                "remaining_secs": remaining_secs, "done": done}),
+            BusEvent::Detected { backend, after_ms, by } => {
+                json!({"type": "detected", "backend": backend, "after_ms": after_ms, "by": by})
+            }
+            BusEvent::Traffic(TrafficEvent::LostSession { client, backend }) => {
+                json!({"type": "lost-session", "client": client, "backend": backend})
+            }
+            BusEvent::Traffic(TrafficEvent::LoggedIn { client, backend }) => {
+                json!({"type": "logged-in", "client": client, "backend": backend})
+            }
+            BusEvent::Command(text) => json!({"type": "command", "text": text, "at_ms": clock.now().0}),
+        }
+    }
+}
+
+/// The bus. Share it behind an `Arc`; it is the router's [`EventSink`].
+#[derive(Debug)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<BusEvent>>,
+    clock: Clock,
+    subscribers: AtomicUsize,
+    /// Events subscribers missed because they lagged.
+    dropped: AtomicU64,
+    /// Per-request events left out by sampling.
+    sampled_out: AtomicU64,
+    /// The current 100 ms window, and how much of its budget is spent.
+    window: AtomicU64,
+    spent: AtomicU64,
+}
+
+impl EventBus {
+    /// A bus timing its sampling windows with `clock`.
+    pub fn new(clock: Clock) -> Self {
+        let (tx, _) = broadcast::channel(CAPACITY);
+        EventBus {
+            tx,
+            clock,
+            subscribers: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            sampled_out: AtomicU64::new(0),
+            window: AtomicU64::new(0),
+            spent: AtomicU64::new(0),
+        }
+    }
+
+    /// Publishes an event; never blocks.
+    pub fn publish(&self, event: BusEvent) {
+        if self.subscribers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if event.is_high_volume() && !self.take_budget() {
+            self.sampled_out.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    fn take_budget(&self) -> bool {
+        let window = self.clock.now().0 / 100;
+        if self.window.load(Ordering::Relaxed) != window {
+            self.window.store(window, Ordering::Relaxed);
+            self.spent.store(0, Ordering::Relaxed);
+        }
+        self.spent.fetch_add(1, Ordering::Relaxed) < SAMPLE_BUDGET
+    }
+
+    /// A new subscription, starting with the next event.
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            rx: self.tx.subscribe(),
+            bus: Arc::clone(self),
+        }
+    }
+
+    /// Events subscribers missed because they lagged.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Per-request events left out by sampling.
+    pub fn sampled_out(&self) -> u64 {
+        self.sampled_out.load(Ordering::Relaxed)
+    }
+
+    /// The bus's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}
+
+impl EventSink for EventBus {
+    fn emit(&self, event: Event) {
+        self.publish(BusEvent::Router(event));
+    }
+
+    fn wants_routed(&self) -> bool {
+        self.subscribers.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// One subscriber's stream of events.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<BusEvent>>,
+    bus: Arc<EventBus>,
+}
+
+impl Subscription {
+    /// The next event; `None` when the bus is gone. Lag is counted, not fatal.
+    pub async fn recv(&mut self) -> Option<Arc<BusEvent>> {
+        loop {
+            match self.rx.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.bus.dropped.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Every event waiting now, without waiting: for a frame's worth at once.
+    pub fn drain_into(&mut self, out: &mut Vec<Arc<BusEvent>>) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) => out.push(e),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    self.bus.dropped.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.bus.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn nobody_listening_costs_nothing_and_lag_is_counted() {
+        let bus = Arc::new(EventBus::new(Clock::start()));
+        assert!(!bus.wants_routed());
+        bus.publish(BusEvent::Command("unheard".into()));
+        let mut sub = bus.subscribe();
+        assert!(bus.wants_routed());
+        for i in 0..CAPACITY + 10 {
+            bus.publish(BusEvent::Command(format!("c{i}")));
+        }
+        let first = sub.recv().await.unwrap();
+        assert_eq!(*first, BusEvent::Command("c10".into()));
+        assert_eq!(bus.dropped(), 10);
+        drop(sub);
+        assert!(!bus.wants_routed());
+    }
+
+    #[tokio::test]
+    async fn per_request_events_are_sampled_to_the_budget() {
+        let bus = Arc::new(EventBus::new(Clock::start()));
+        let mut sub = bus.subscribe();
+        for _ in 0..1000 {
+            bus.emit(Event::ForgedCookie);
+        }
+        bus.publish(BusEvent::Command("always".into()));
+        let mut got = Vec::new();
+        sub.drain_into(&mut got);
+        // Within one or two windows: at most two budgets, and the command.
+        assert!(got.len() as u64 <= 2 * SAMPLE_BUDGET + 1, "{}", got.len());
+        assert_eq!(*got[got.len() - 1], BusEvent::Command("always".into()));
+        assert!(bus.sampled_out() >= 1000 - 2 * SAMPLE_BUDGET);
+    }
+}

@@ -1,0 +1,632 @@
+//! Configuration: a TOML file (`--config`, commented example in
+//! `assets/ringside.toml`) with command-line flags on top. Every field has a
+//! default; an invalid one is refused with the file, the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::router::affinity::{AffinityMode, IpNet};
+use crate::router::lb_cookie::{MIN_SECRET_LEN, Protection};
+use crate::router::{BackendSpec, Placement, VnodeHash};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a field of the wrong type or name.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message: line, column, key and what was expected.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{origin}: `{key}` {reason}")]
+    Invalid {
+        /// The file, or "command line".
+        origin: String,
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+}
+
+/// Everything ringside can be told.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the proxy listens.
+    pub listen: SocketAddr,
+    /// External backends; with none, demo backends are started.
+    pub backends: Vec<BackendEntry>,
+    /// Hashing and placement.
+    pub routing: RoutingConfig,
+    /// Affinity keys and the balancer cookie.
+    pub affinity: AffinitySection,
+    /// Active health checks.
+    pub health: HealthConfig,
+    /// Graceful draining.
+    pub drain: DrainConfig,
+    /// Timeouts and limits on the proxy path.
+    pub proxy: ProxyConfig,
+    /// The session table.
+    pub sessions: SessionsConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// The embedded demo world.
+    pub demo: DemoConfig,
+    /// The synthetic clients.
+    pub traffic: TrafficSection,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// One external backend.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendEntry {
+    /// Unique name.
+    pub name: String,
+    /// `IP:PORT`.
+    pub addr: SocketAddr,
+    /// 1–100.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `[routing]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Placement for new sessions.
+    pub placement: Placement,
+    /// Virtual nodes per unit of weight.
+    pub vnodes: u32,
+    /// `mixed` or the article's `crc32`.
+    pub vnode_hash: VnodeHash,
+    /// Bounded-ring's c.
+    pub bound_factor: f64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            placement: Placement::Ring,
+            vnodes: 150,
+            vnode_hash: VnodeHash::Mixed,
+            bound_factor: 1.25,
+        }
+    }
+}
+
+/// `[affinity]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AffinitySection {
+    /// What requests are routed by.
+    pub mode: AffinityMode,
+    /// The balancer cookie's name.
+    pub cookie_name: String,
+    /// How its value is protected.
+    pub protection: Protection,
+    /// Its key (≥ 32 bytes); also `RINGSIDE_COOKIE_SECRET`. None: random per start.
+    pub secret: Option<String>,
+    /// Add `Secure` (behind a TLS front end).
+    pub secure: bool,
+    /// Add `Max-Age`; none makes it a browser-session cookie.
+    pub max_age_secs: Option<u64>,
+    /// The application's session cookie.
+    pub app_cookie: String,
+    /// The session header.
+    pub header: String,
+    /// The session query parameter.
+    pub query_param: String,
+    /// Peers whose X-Forwarded-For is believed (addresses or CIDR blocks).
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for AffinitySection {
+    fn default() -> Self {
+        AffinitySection {
+            mode: AffinityMode::LbCookie,
+            cookie_name: crate::router::lb_cookie::DEFAULT_COOKIE_NAME.into(),
+            protection: Protection::Private,
+            secret: None,
+            secure: false,
+            max_age_secs: None,
+            app_cookie: "session_id".into(),
+            header: "X-Session-ID".into(),
+            query_param: "session".into(),
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1".into()],
+        }
+    }
+}
+
+/// `[health]`: the article's defaults (5 s, 3 s, rise 2, fall 3).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// The path checked with GET; 2xx is healthy.
+    pub path: String,
+    /// Between checks.
+    pub interval_ms: u64,
+    /// A check slower than this failed.
+    pub timeout_ms: u64,
+    /// Successes in a row to come up.
+    pub rise: u32,
+    /// Failures in a row to go down (checks or connects).
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            path: "/health".into(),
+            interval_ms: 5000,
+            timeout_ms: 3000,
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// `[drain]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// How long a drain waits before closing what is left.
+    pub timeout_secs: u64,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig { timeout_secs: 30 }
+    }
+}
+
+/// `[proxy]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Connecting to a backend.
+    pub connect_timeout_ms: u64,
+    /// Waiting for a backend's response headers (then 504).
+    pub backend_timeout_ms: u64,
+    /// Reading a client's request headers (slow clients are cut off).
+    pub header_read_timeout_ms: u64,
+    /// Largest request head accepted (then 431).
+    pub max_header_bytes: usize,
+    /// Other backends tried when a connect fails.
+    pub retries: u32,
+    /// Idle keep-alive connections kept per backend.
+    pub pool_idle_per_backend: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout_ms: 1000,
+            backend_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 16 * 1024,
+            retries: 2,
+            pool_idle_per_backend: 64,
+        }
+    }
+}
+
+/// `[sessions]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Idle sessions expire after this.
+    pub idle_timeout_secs: u32,
+    /// The table's cap.
+    pub max: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            idle_timeout_secs: 1800,
+            max: 1_000_000,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API listens.
+    pub listen: SocketAddr,
+    /// Bearer token; required to listen anywhere but loopback.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            token: None,
+        }
+    }
+}
+
+/// `[demo]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Demo backends started when no external backend is configured.
+    pub backends: usize,
+    /// The first one's port (the next ones count up); 0 lets the OS choose.
+    pub base_port: u16,
+    /// Health-check interval for demo backends, so a kill shows quickly.
+    pub health_interval_ms: u64,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            backends: 3,
+            base_port: 8081,
+            health_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[traffic]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrafficSection {
+    /// Run the synthetic clients (default: on in the dashboard, off headless).
+    pub enabled: Option<bool>,
+    /// How many clients.
+    pub clients: usize,
+    /// Requests per second, all clients together.
+    pub rate: f64,
+    /// Share of clients behind one NAT address (0–1).
+    pub nat_share: f64,
+}
+
+impl Default for TrafficSection {
+    fn default() -> Self {
+        TrafficSection {
+            enabled: None,
+            clients: 20,
+            rate: 50.0,
+            nat_share: 0.3,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Where the dashboard's log goes (headless mode logs to stderr).
+    pub file: PathBuf,
+    /// A tracing filter, e.g. `info` or `ringside=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            file: std::env::temp_dir().join("ringside.log"),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            backends: Vec::new(),
+            routing: RoutingConfig::default(),
+            affinity: AffinitySection::default(),
+            health: HealthConfig::default(),
+            drain: DrainConfig::default(),
+            proxy: ProxyConfig::default(),
+            sessions: SessionsConfig::default(),
+            admin: AdminConfig::default(),
+            demo: DemoConfig::default(),
+            traffic: TrafficSection::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::parse(&text, path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Checks ranges and consistency; `origin` names the source in errors.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            reason,
+        };
+        let mut names = std::collections::HashSet::new();
+        for b in &self.backends {
+            BackendSpec::new(&b.name, b.addr, b.weight).map_err(|e| bad("backends", e.to_string()))?;
+            if !names.insert(b.name.as_str()) {
+                return Err(bad(
+                    "backends",
+                    format!("name {:?} appears twice: names must be unique", b.name),
+                ));
+            }
+        }
+        if !(1..=10_000).contains(&self.routing.vnodes) {
+            return Err(bad(
+                "routing.vnodes",
+                format!("is {}; use 1 to 10000", self.routing.vnodes),
+            ));
+        }
+        if !(self.routing.bound_factor > 1.0 && self.routing.bound_factor <= 10.0) {
+            return Err(bad(
+                "routing.bound_factor",
+                format!(
+                    "is {}; use a number above 1 and at most 10 (1.25 is usual)",
+                    self.routing.bound_factor
+                ),
+            ));
+        }
+        if let Some(secret) = &self.affinity.secret
+            && secret.len() < MIN_SECRET_LEN
+        {
+            return Err(bad(
+                "affinity.secret",
+                format!(
+                    "has {} bytes; use at least {MIN_SECRET_LEN} (e.g. `openssl rand -hex 32`)",
+                    secret.len()
+                ),
+            ));
+        }
+        if !is_cookie_name(&self.affinity.cookie_name) {
+            return Err(bad(
+                "affinity.cookie_name",
+                format!("{:?} is not a valid cookie name", self.affinity.cookie_name),
+            ));
+        }
+        if !is_cookie_name(&self.affinity.app_cookie) {
+            return Err(bad(
+                "affinity.app_cookie",
+                format!("{:?} is not a valid cookie name", self.affinity.app_cookie),
+            ));
+        }
+        if http::HeaderName::from_bytes(self.affinity.header.as_bytes()).is_err() {
+            return Err(bad(
+                "affinity.header",
+                format!("{:?} is not a valid header name", self.affinity.header),
+            ));
+        }
+        if self.affinity.query_param.is_empty() || self.affinity.query_param.contains(['&', '=', ' ']) {
+            return Err(bad(
+                "affinity.query_param",
+                format!("{:?} is not a usable parameter name", self.affinity.query_param),
+            ));
+        }
+        for p in &self.affinity.trusted_proxies {
+            p.parse::<IpNet>().map_err(|e| bad("affinity.trusted_proxies", e))?;
+        }
+        if !self.health.path.starts_with('/') {
+            return Err(bad(
+                "health.path",
+                format!("{:?} must start with '/'", self.health.path),
+            ));
+        }
+        for (key, v) in [
+            ("health.interval_ms", self.health.interval_ms),
+            ("health.timeout_ms", self.health.timeout_ms),
+            ("proxy.connect_timeout_ms", self.proxy.connect_timeout_ms),
+            ("proxy.backend_timeout_ms", self.proxy.backend_timeout_ms),
+            ("proxy.header_read_timeout_ms", self.proxy.header_read_timeout_ms),
+            ("demo.health_interval_ms", self.demo.health_interval_ms),
+        ] {
+            if !(10..=3_600_000).contains(&v) {
+                return Err(bad(key, format!("is {v}; use 10 to 3600000 milliseconds")));
+            }
+        }
+        for (key, v) in [("health.rise", self.health.rise), ("health.fall", self.health.fall)] {
+            if !(1..=100).contains(&v) {
+                return Err(bad(key, format!("is {v}; use 1 to 100")));
+            }
+        }
+        if self.drain.timeout_secs == 0 || self.drain.timeout_secs > 86_400 {
+            return Err(bad(
+                "drain.timeout_secs",
+                format!("is {}; use 1 to 86400", self.drain.timeout_secs),
+            ));
+        }
+        if !(8192..=1024 * 1024).contains(&self.proxy.max_header_bytes) {
+            return Err(bad(
+                "proxy.max_header_bytes",
+                format!("is {}; use 8192 to 1048576", self.proxy.max_header_bytes),
+            ));
+        }
+        if self.proxy.retries > 10 {
+            return Err(bad("proxy.retries", format!("is {}; use 0 to 10", self.proxy.retries)));
+        }
+        if self.sessions.idle_timeout_secs == 0 {
+            return Err(bad("sessions.idle_timeout_secs", "is 0; use at least 1".into()));
+        }
+        if !(1..=100_000_000).contains(&self.sessions.max) {
+            return Err(bad(
+                "sessions.max",
+                format!("is {}; use 1 to 100000000", self.sessions.max),
+            ));
+        }
+        if self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
+            return Err(bad(
+                "admin.listen",
+                format!(
+                    "is {} without a token: set admin.token to expose the admin API beyond loopback",
+                    self.admin.listen
+                ),
+            ));
+        }
+        if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(bad("admin.token", "is shorter than 16 characters".into()));
+        }
+        if self.backends.is_empty() && !(1..=64).contains(&self.demo.backends) {
+            return Err(bad("demo.backends", format!("is {}; use 1 to 64", self.demo.backends)));
+        }
+        if !(self.traffic.rate > 0.0 && self.traffic.rate <= 100_000.0) {
+            return Err(bad(
+                "traffic.rate",
+                format!("is {}; use a rate above 0 and at most 100000", self.traffic.rate),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.traffic.nat_share) {
+            return Err(bad(
+                "traffic.nat_share",
+                format!("is {}; use 0 to 1", self.traffic.nat_share),
+            ));
+        }
+        if !(1..=10_000).contains(&self.traffic.clients) {
+            return Err(bad(
+                "traffic.clients",
+                format!("is {}; use 1 to 10000", self.traffic.clients),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The backend timeout.
+    pub fn backend_timeout(&self) -> Duration {
+        Duration::from_millis(self.proxy.backend_timeout_ms)
+    }
+}
+
+fn is_cookie_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(
+                    b,
+                    b'(' | b')'
+                        | b'<'
+                        | b'>'
+                        | b'@'
+                        | b','
+                        | b';'
+                        | b':'
+                        | b'\\'
+                        | b'"'
+                        | b'/'
+                        | b'['
+                        | b']'
+                        | b'?'
+                        | b'='
+                        | b'{'
+                        | b'}'
+                )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c = Config::parse(text, Path::new("test.toml"))?;
+        c.validate("test.toml")?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate("defaults").unwrap();
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = parse(
+            r#"
+            listen = "127.0.0.1:9080"
+            [[backends]]
+            name = "api-1"
+            addr = "127.0.0.1:9001"
+            weight = 2
+            [routing]
+            placement = "bounded-ring"
+            vnode_hash = "crc32"
+            [affinity]
+            mode = "app-cookie"
+            protection = "signed"
+            secret = "0123456789abcdef0123456789abcdef"
+            [health]
+            rise = 1
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.backends[0].weight, 2);
+        assert_eq!(c.routing.placement, Placement::BoundedRing);
+        assert_eq!(c.affinity.protection, Protection::Signed);
+        assert_eq!(c.health.fall, 3);
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_reason() {
+        let cases = [
+            ("listen = 5", "listen"),
+            ("[routing]\nplacement = \"modulo\"", "placement"),
+            ("[routing]\nvnodes = 0", "`routing.vnodes` is 0"),
+            ("unknown = 1", "unknown"),
+            ("[affinity]\nsecret = \"short\"", "`affinity.secret` has 5 bytes"),
+            ("[affinity]\ntrusted_proxies = [\"10.0.0.0/99\"]", "prefix length"),
+            ("[health]\nfall = 0", "`health.fall` is 0"),
+            ("[admin]\nlisten = \"0.0.0.0:8090\"", "without a token"),
+            (
+                "[[backends]]\nname = \"a b\"\naddr = \"127.0.0.1:1\"",
+                "bad backend name",
+            ),
+            (
+                "[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:2\"",
+                "appears twice",
+            ),
+            ("[traffic]\nnat_share = 2.0", "`traffic.nat_share`"),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.starts_with("test.toml"), "{err}");
+            assert!(err.contains(needle), "{text:?} → {err}");
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Read-only views of the running balancer, for the admin API and the
+//! dashboard: plain data, serializable, cheap to take.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::Engine;
+use crate::router::remap::RemapSummary;
+use crate::router::{BackendState, StatsSnapshot};
+
+/// One backend as operators see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackendView {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub addr: String,
+    /// `up`, `down`, `draining`, `killed` or `removed`.
+    pub state: BackendState,
+    /// Takes or keeps sessions now.
+    pub healthy: bool,
+    /// e.g. `fall 2/3`, empty when steady.
+    pub health: String,
+    /// Demo backend (in-process) or external.
+    pub demo: bool,
+    /// Weight.
+    pub weight: u32,
+    /// Connections open to it now.
+    pub active: u64,
+    /// Requests routed to it.
+    pub requests: u64,
+    /// Live sessions it holds.
+    pub sessions: u64,
+    /// Its share of the ring for new keys now.
+    pub ring_share: f64,
+    /// Median time to response headers, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Time from the last kill to detection, ms.
+    pub detected_after_ms: Option<u64>,
+    /// Seconds left in a drain.
+    pub drain_left_secs: Option<u64>,
+}
+
+/// Balancer-wide figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatsView {
+    /// Router counters.
+    #[serde(flatten)]
+    pub router: StatsSnapshot,
+    /// Answers by status class.
+    pub responses: ResponsesView,
+    /// Requests sent elsewhere after a failed connect.
+    pub redispatched: u64,
+    /// Tunnels opened.
+    pub tunnels: u64,
+    /// Events subscribers missed.
+    pub dropped_events: u64,
+    /// Per-request events left out by sampling.
+    pub sampled_out_events: u64,
+    /// Sessions the demo clients lost (401 after logging in).
+    pub lost_sessions: u64,
+    /// The last topology change.
+    pub last_remap: Option<RemapSummary>,
+    /// Summary text of the last change.
+    pub last_remap_text: Option<String>,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Placement in force.
+    pub placement: String,
+    /// Affinity mode in force.
+    pub affinity: String,
+}
+
+/// Answers by status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResponsesView {
+    /// All requests.
+    pub total: u64,
+    /// 2xx.
+    pub ok_2xx: u64,
+    /// 3xx.
+    pub redirect_3xx: u64,
+    /// 4xx.
+    pub client_4xx: u64,
+    /// 5xx.
+    pub server_5xx: u64,
+    /// ringside's 502s.
+    pub bad_gateway_502: u64,
+    /// ringside's 503s.
+    pub unavailable_503: u64,
+    /// ringside's 504s.
+    pub gateway_timeout_504: u64,
+}
+
+impl Engine {
+    /// Every backend not removed, plus removed ones that still hold state, in id order.
+    pub fn backends_view(&self) -> Vec<BackendView> {
+        let topo = self.router.topology();
+        (0..topo.backend_count())
+            .map(|i| crate::router::BackendId(i as u32))
+            .filter(|&id| topo.state(id) != BackendState::Removed || self.health_of(id).is_some())
+            .map(|id| {
+                let b = topo.backend(id);
+                let state = topo.state(id);
+                let (progress, detected, drain_left) = self.health_of(id).unwrap_or_default();
+                let (p50, p99) = self
+                    .upstreams
+                    .get(id)
+                    .map(|u| (u.latency.quantile(0.5), u.latency.quantile(0.99)))
+                    .unwrap_or_default();
+                let h = &self.config.health;
+                BackendView {
+                    name: b.name.to_string(),
+                    addr: b.addr.to_string(),
+                    state,
+                    healthy: state.keeps_sessions(),
+                    health: progress.describe(state.keeps_sessions(), h.rise, h.fall),
+                    demo: self.is_demo(id),
+                    weight: topo.weight(id),
+                    active: b.counters.active(),
+                    requests: b.counters.requests(),
+                    sessions: b.counters.sessions(),
+                    ring_share: topo.effective_share(id),
+                    p50_ms: p50.as_secs_f64() * 1000.0,
+                    p99_ms: p99.as_secs_f64() * 1000.0,
+                    detected_after_ms: detected.map(|d| d.as_millis() as u64),
+                    drain_left_secs: drain_left.map(|d| d.as_secs()),
+                }
+            })
+            .collect()
+    }
+
+    /// Balancer-wide figures.
+    pub fn stats_view(&self) -> StatsView {
+        let p = self.proxy.stats();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let last_remap = self
+            .router
+            .stats()
+            .last_remap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        StatsView {
+            router: self.router.stats_snapshot(),
+            responses: ResponsesView {
+                total: get(&p.requests),
+                ok_2xx: get(&p.by_class[2]),
+                redirect_3xx: get(&p.by_class[3]),
+                client_4xx: get(&p.by_class[4]),
+                server_5xx: get(&p.by_class[5]),
+                bad_gateway_502: get(&p.bad_gateway),
+                unavailable_503: get(&p.unavailable),
+                gateway_timeout_504: get(&p.gateway_timeout),
+            },
+            redispatched: get(&p.redispatched),
+            tunnels: get(&p.tunnels),
+            dropped_events: self.bus.dropped(),
+            sampled_out_events: self.bus.sampled_out(),
+            lost_sessions: self.traffic_stats().map_or(0, |t| t.lost_sessions),
+            last_remap_text: last_remap.as_ref().map(ToString::to_string),
+            last_remap,
+            uptime_secs: self.clock.uptime_secs(),
+            placement: self.router.placement().to_string(),
+            affinity: self.affinity.mode().to_string(),
+        }
+    }
+}

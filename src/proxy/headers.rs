@@ -1,0 +1,232 @@
+//! Header work on the way through: hop-by-hop headers, forwarding headers,
+//! the balancer's own cookie (stripped before the backend sees it, set on the
+//! way back), and the application's session cookie read from responses.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// True when the request asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header
+/// names. An upgrade keeps `Connection: upgrade` and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && *n == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Appends the peer to `X-Forwarded-For` and sets `X-Forwarded-Proto`.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let joined = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(xff, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+}
+
+/// Removes the cookie `name` from every `Cookie` header (HAProxy's
+/// `indirect`): the backend never sees the balancer's cookie. Allocates only
+/// when the cookie is present.
+pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let present = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(';').any(|p| cookie_name(p) == name)));
+    if !present {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| match v.to_str() {
+            Ok(s) => {
+                let rest: Vec<&str> = s.split(';').map(str::trim).filter(|p| cookie_name(p) != name).collect();
+                (!rest.is_empty())
+                    .then(|| HeaderValue::from_str(&rest.join("; ")).ok())
+                    .flatten()
+            }
+            Err(_) => Some(v.clone()),
+        })
+        .collect();
+    headers.remove(header::COOKIE);
+    for v in kept {
+        headers.append(header::COOKIE, v);
+    }
+}
+
+fn cookie_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(n, _)| n).trim()
+}
+
+/// Attributes of the balancer's `Set-Cookie`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CookieAttributes {
+    /// Add `Secure`.
+    pub secure: bool,
+    /// Add `Max-Age`.
+    pub max_age_secs: Option<u64>,
+}
+
+/// `NAME=VALUE; Path=/; HttpOnly; SameSite=Lax[; Secure][; Max-Age=N]`.
+pub fn set_cookie_value(name: &str, value: &str, attrs: &CookieAttributes) -> Option<HeaderValue> {
+    let mut s = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if attrs.secure {
+        s.push_str("; Secure");
+    }
+    if let Some(age) = attrs.max_age_secs {
+        s.push_str(&format!("; Max-Age={age}"));
+    }
+    HeaderValue::from_str(&s).ok()
+}
+
+/// What a response's `Set-Cookie` headers say about the cookie `name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetCookie<'a> {
+    /// It is set to this value.
+    Set(&'a str),
+    /// It is deleted (empty value or `Max-Age=0`).
+    Deleted,
+}
+
+/// The last `Set-Cookie` for `name` in `headers`, if any.
+pub fn find_set_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<SetCookie<'a>> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|s| {
+            let mut parts = s.split(';');
+            let (n, v) = parts.next()?.split_once('=')?;
+            if n.trim() != name {
+                return None;
+            }
+            let v = v.trim();
+            let deleted = v.is_empty()
+                || parts.any(|a| {
+                    let a = a.trim();
+                    a.len() >= 8 && a[..8].eq_ignore_ascii_case("max-age=") && a[8..].trim().starts_with(['0', '-'])
+                });
+            Some(if deleted { SetCookie::Deleted } else { SetCookie::Set(v) })
+        })
+        .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_named_ones_too() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "secret"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("host", "example"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("host"));
+        let mut up = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&up));
+        strip_hop_by_hop(&mut up, true);
+        assert_eq!(up.get("upgrade").unwrap(), "websocket");
+        assert_eq!(up.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let mut h = map(&[("x-forwarded-for", "203.0.113.50")]);
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.50, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+
+    #[test]
+    fn the_balancer_cookie_is_stripped_and_nothing_else() {
+        let mut h = map(&[("cookie", "a=1; SERVERID=xyz; b=2"), ("cookie", "SERVERID=abc")]);
+        strip_cookie(&mut h, "SERVERID");
+        let all: Vec<&str> = h.get_all("cookie").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(all, ["a=1; b=2"]);
+        let mut untouched = map(&[("cookie", "SERVERIDX=1; a=2")]);
+        strip_cookie(&mut untouched, "SERVERID");
+        assert_eq!(untouched.get("cookie").unwrap(), "SERVERIDX=1; a=2");
+    }
+
+    #[test]
+    fn set_cookie_attributes() {
+        let v = set_cookie_value("SERVERID", "abc", &CookieAttributes::default()).unwrap();
+        assert_eq!(v, "SERVERID=abc; Path=/; HttpOnly; SameSite=Lax");
+        let attrs = CookieAttributes {
+            secure: true,
+            max_age_secs: Some(3600),
+        };
+        let v = set_cookie_value("SERVERID", "abc", &attrs).unwrap();
+        assert_eq!(v, "SERVERID=abc; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=3600");
+    }
+
+    #[test]
+    fn application_cookies_are_read_from_responses() {
+        let h = map(&[
+            ("set-cookie", "theme=dark"),
+            ("set-cookie", "session_id=abc; Path=/; HttpOnly"),
+        ]);
+        assert_eq!(find_set_cookie(&h, "session_id"), Some(SetCookie::Set("abc")));
+        let gone = map(&[("set-cookie", "session_id=; Path=/; Max-Age=0")]);
+        assert_eq!(find_set_cookie(&gone, "session_id"), Some(SetCookie::Deleted));
+        assert_eq!(find_set_cookie(&h, "other"), None);
+    }
+}

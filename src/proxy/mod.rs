@@ -1,0 +1,456 @@
+//! The proxy: HTTP/1.1 from clients (hyper), the router's decision,
+//! forwarding over pooled keep-alive connections, redispatch on a failed
+//! connect, upgrades tunnelled both ways, and clear 502/503/504 answers.
+//!
+//! The per-request path reads the topology without locks, locks one session
+//! shard briefly, and never waits on the dashboard.
+
+pub mod body;
+pub mod headers;
+pub mod latency;
+pub mod pool;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Empty};
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::router::affinity::{Affinity, AffinityMode, RequestView};
+use crate::router::{Backend, BackendId, Route, Router, SessionKey};
+use body::{ActiveGuard, ProxyBody, StreamedBody, plain};
+use headers::{CookieAttributes, SetCookie};
+use pool::UpstreamBody;
+use upstream::{Upstream, Upstreams};
+
+/// Settings of the proxy path.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Connecting to a backend.
+    pub connect_timeout: Duration,
+    /// Waiting for a backend's response headers.
+    pub backend_timeout: Duration,
+    /// Reading a client's request headers.
+    pub header_read_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Other backends tried after a failed connect.
+    pub retries: u32,
+    /// Failed connects in a row that mark a backend down.
+    pub fall: u32,
+    /// The balancer cookie's attributes.
+    pub cookie: CookieAttributes,
+}
+
+/// Told when connects to a backend keep failing (passive health).
+pub trait PassiveHealth: Send + Sync {
+    /// `fall` connects in a row to `backend` failed.
+    fn connects_failing(&self, backend: &Arc<Backend>);
+}
+
+/// Answers by status class, for the header and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// By class: 1xx … 5xx at index 1 … 5.
+    pub by_class: [AtomicU64; 6],
+    /// 502 answers of ringside's own (backend failed).
+    pub bad_gateway: AtomicU64,
+    /// 503 answers (no backend available).
+    pub unavailable: AtomicU64,
+    /// 504 answers (backend too slow).
+    pub gateway_timeout: AtomicU64,
+    /// Requests sent to another backend after a failed connect.
+    pub redispatched: AtomicU64,
+    /// Upgraded connections (tunnels) opened.
+    pub tunnels: AtomicU64,
+}
+
+/// The proxy and everything its requests need.
+pub struct Proxy {
+    router: Arc<Router>,
+    affinity: Arc<Affinity>,
+    upstreams: Arc<Upstreams>,
+    clock: Clock,
+    settings: ProxySettings,
+    health: Arc<dyn PassiveHealth>,
+    stats: ProxyStats,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy over `router`'s decisions.
+    pub fn new(
+        router: Arc<Router>,
+        affinity: Arc<Affinity>,
+        upstreams: Arc<Upstreams>,
+        clock: Clock,
+        settings: ProxySettings,
+        health: Arc<dyn PassiveHealth>,
+    ) -> Self {
+        Proxy {
+            router,
+            affinity,
+            upstreams,
+            clock,
+            settings,
+            health,
+            stats: ProxyStats::default(),
+        }
+    }
+
+    /// The answer counters.
+    pub fn stats(&self) -> &ProxyStats {
+        &self.stats
+    }
+
+    /// Serves clients from `listener` until `shutdown` turns true; then stops
+    /// accepting and lets open connections finish their current request.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped(&mut shutdown) => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let service = service_fn(|req| {
+                    let proxy = Arc::clone(&proxy);
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                });
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(proxy.settings.header_read_timeout)
+                    .max_buf_size(proxy.settings.max_header_bytes);
+                let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stopped(&mut shutdown) => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    }
+
+    /// One request, start to finish.
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let response = self.forward(req, peer).await;
+        let class = (response.status().as_u16() / 100) as usize;
+        if let Some(c) = self.stats.by_class.get(class) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        response
+    }
+
+    async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let now = self.clock.now();
+        let topo = self.router.topology();
+        let extracted = self.affinity.extract(
+            &RequestView {
+                headers: req.headers(),
+                query: req.uri().query(),
+                peer: peer.ip(),
+            },
+            &topo,
+        );
+        if extracted.forged {
+            self.router.note_forged_cookie();
+        }
+        let mode = self.affinity.mode();
+        // The application's session id this request carries, for logouts.
+        let app_session: Option<String> = match (mode, extracted.key) {
+            (AffinityMode::AppCookie | AffinityMode::Header | AffinityMode::Query, SessionKey::Text(id)) => {
+                Some(id.to_owned())
+            }
+            _ => None,
+        };
+        let mut route = match self.router.route(extracted.key, now) {
+            Ok(r) => r,
+            Err(_) => return self.unavailable(),
+        };
+        drop(topo);
+
+        let upgrade = headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        headers::strip_cookie(&mut parts.headers, self.affinity.codec().name());
+        headers::add_forwarded(&mut parts.headers, peer.ip());
+        if let Some(pq) = parts.uri.path_and_query() {
+            parts.uri = Uri::from(pq.clone());
+        }
+        // A request may be sent again only if repeating it is harmless.
+        let replayable = is_idempotent(&parts.method) && body.is_end_stream();
+        let spare = replayable.then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.version,
+                parts.headers.clone(),
+            )
+        });
+        let mut upstream_req = Request::from_parts(parts, Either::Left(body));
+
+        let mut tried: Vec<BackendId> = Vec::new();
+        let mut attempts = 0u32;
+        loop {
+            let Some(upstream) = self.upstreams.get(route.backend.id) else {
+                return self.bad_gateway();
+            };
+            let connected = if upgrade {
+                upstream
+                    .pool
+                    .connect(self.settings.connect_timeout, true)
+                    .await
+                    .map(|s| (s, false))
+            } else {
+                upstream.pool.checkout(self.settings.connect_timeout).await
+            };
+            let (mut sender, _reused) = match connected {
+                Ok(c) => {
+                    upstream.connect_ok();
+                    c
+                }
+                Err(e) => {
+                    tracing::debug!("{}: {e}", route.backend.name);
+                    if upstream.connect_failed() == self.settings.fall {
+                        self.health.connects_failing(&route.backend);
+                    }
+                    if !self.redispatch(&mut route, &mut tried, &mut attempts) {
+                        return self.gave_up(attempts);
+                    }
+                    continue;
+                }
+            };
+            let active = ActiveGuard::new(&route.backend);
+            let started = tokio::time::Instant::now();
+            let sent = tokio::time::timeout(self.settings.backend_timeout, sender.try_send_request(upstream_req)).await;
+            match sent {
+                Err(_) => {
+                    self.stats.gateway_timeout.fetch_add(1, Ordering::Relaxed);
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "504 Gateway Timeout: the backend did not answer in time\n",
+                    );
+                }
+                Ok(Ok(resp)) => {
+                    upstream.latency.record(started.elapsed());
+                    return self.respond(resp, &route, upstream, sender, active, client_upgrade, app_session, now);
+                }
+                Ok(Err(mut e)) => {
+                    tracing::debug!("{}: {}", route.backend.name, e.error());
+                    upstream_req = match (e.take_message(), &spare) {
+                        // Never written: safe to send anywhere, body and all.
+                        (Some(unsent), _) => unsent,
+                        (None, Some((method, uri, version, hdrs))) => {
+                            let mut r = Request::new(Either::Right(Empty::new()));
+                            *r.method_mut() = method.clone();
+                            *r.uri_mut() = uri.clone();
+                            *r.version_mut() = *version;
+                            *r.headers_mut() = hdrs.clone();
+                            r
+                        }
+                        (None, None) => {
+                            self.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
+                            return error(StatusCode::BAD_GATEWAY, "502 Bad Gateway: the backend failed\n");
+                        }
+                    };
+                    if !self.redispatch(&mut route, &mut tried, &mut attempts) {
+                        return self.gave_up(attempts);
+                    }
+                    continue;
+                }
+            }
+        }
+    }
+
+    /// Moves the request to the key's next backend; `false` when the
+    /// retries are spent or nothing else is available (then
+    /// [`Proxy::gave_up`] chooses the answer).
+    fn redispatch(&self, route: &mut Route, tried: &mut Vec<BackendId>, attempts: &mut u32) -> bool {
+        *attempts += 1;
+        if *attempts > self.settings.retries {
+            return false;
+        }
+        tried.push(route.backend.id);
+        match self.router.redispatch(route, tried, self.clock.now()) {
+            Ok(next) => {
+                self.stats.redispatched.fetch_add(1, Ordering::Relaxed);
+                *route = next;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The answer when redispatch gave up: 502 when the retries were spent,
+    /// 503 when nothing else was available.
+    fn gave_up(&self, attempts: u32) -> Response<ProxyBody> {
+        if attempts > self.settings.retries {
+            self.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
+            error(
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: no backend could be reached\n",
+            )
+        } else {
+            self.unavailable()
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        resp: Response<Incoming>,
+        route: &Route,
+        upstream: Arc<Upstream>,
+        sender: hyper::client::conn::http1::SendRequest<UpstreamBody>,
+        active: ActiveGuard,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        app_session: Option<String>,
+        now: crate::router::Timestamp,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        if self.affinity.mode() != AffinityMode::LbCookie {
+            self.learn_app_session(&parts.headers, route.backend.id, app_session.as_deref(), now);
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, switching);
+        if route.set_cookie
+            && let Some(session) = route.session_id
+        {
+            let value = self.affinity.codec().encode(session, &route.backend);
+            if let Some(v) = headers::set_cookie_value(self.affinity.codec().name(), &value, &self.settings.cookie) {
+                parts.headers.append(header::SET_COOKIE, v);
+            }
+        }
+        if switching {
+            let backend_side = Response::from_parts(parts.clone(), body);
+            if let Some(client_side) = client_upgrade {
+                self.stats.tunnels.fetch_add(1, Ordering::Relaxed);
+                let closing = upstream.pool.closing();
+                tokio::spawn(tunnel(client_side, backend_side, active, closing));
+            }
+            drop(sender);
+            return Response::from_parts(parts, plain(""));
+        }
+        Response::from_parts(parts, Either::Left(StreamedBody::new(body, (sender, upstream), active)))
+    }
+
+    /// In app-cookie, header and query modes the application's own
+    /// `Set-Cookie` tells where a session lives: bind it there, or end it.
+    fn learn_app_session(
+        &self,
+        headers: &http::HeaderMap,
+        backend: BackendId,
+        current: Option<&str>,
+        now: crate::router::Timestamp,
+    ) {
+        match headers::find_set_cookie(headers, &self.affinity.config().app_cookie) {
+            Some(SetCookie::Set(id)) => {
+                self.router.bind(SessionKey::Text(id), backend, now);
+            }
+            Some(SetCookie::Deleted) => {
+                if let Some(id) = current {
+                    self.router.end_session(SessionKey::Text(id));
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn unavailable(&self) -> Response<ProxyBody> {
+        self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: no backend is available\n",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    }
+
+    fn bad_gateway(&self) -> Response<ProxyBody> {
+        self.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
+        error(
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: the backend is not known to the proxy\n",
+        )
+    }
+}
+
+/// Pumps bytes both ways between an upgraded client and backend until one
+/// side closes or the backend's pool is closed (kill, drain timeout).
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    backend: Response<Incoming>,
+    _active: ActiveGuard,
+    mut closing: watch::Receiver<u64>,
+) {
+    let (client, backend) = match tokio::join!(client, hyper::upgrade::on(backend)) {
+        (Ok(c), Ok(b)) => (c, b),
+        _ => return,
+    };
+    let mut client = TokioIo::new(client);
+    let mut backend = TokioIo::new(backend);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
+        _ = closing.changed() => {}
+    }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn error(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(plain(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,152 @@
+//! Keep-alive connections to one backend.
+//!
+//! ringside connects before it sends, so a refused connect leaves the request
+//! in hand for redispatch. Idle connections wait in a short stack (the lock
+//! is never held across an await); `close_all` drops them and tells every
+//! open connection, tunnels included, to close — for a killed backend or a
+//! drain that timed out.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// What the proxy sends upstream: the client's body, or none (a replay).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// Why a connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connect failed (refused, unreachable).
+    #[error("connect to {addr} failed: {source}")]
+    Refused {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TCP connect took longer than the connect timeout.
+    #[error("connect to {addr} timed out")]
+    TimedOut {
+        /// The backend's address.
+        addr: SocketAddr,
+    },
+    /// The HTTP handshake failed.
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// hyper's error.
+        source: hyper::Error,
+    },
+}
+
+/// The pool of one backend.
+#[derive(Debug)]
+pub struct BackendPool {
+    addr: SocketAddr,
+    idle: Mutex<Vec<SendRequest<UpstreamBody>>>,
+    max_idle: usize,
+    /// Bumped to close every connection this pool opened.
+    close: watch::Sender<u64>,
+}
+
+impl BackendPool {
+    /// A pool for `addr` keeping at most `max_idle` idle connections.
+    pub fn new(addr: SocketAddr, max_idle: usize) -> Self {
+        BackendPool {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            close: watch::Sender::new(0),
+        }
+    }
+
+    /// The backend's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A connection ready for a request: an idle one if any is still open,
+    /// else a new one. The second value is true for a reused connection.
+    pub async fn checkout(&self, connect_timeout: Duration) -> Result<(SendRequest<UpstreamBody>, bool), ConnectError> {
+        while let Some(mut sender) = self.pop_idle() {
+            if sender.is_closed() {
+                continue;
+            }
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Ok((sender, true));
+            }
+        }
+        Ok((self.connect(connect_timeout, false).await?, false))
+    }
+
+    fn pop_idle(&self) -> Option<SendRequest<UpstreamBody>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Returns a connection whose response has been read to the end.
+    pub fn checkin(&self, sender: SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(sender);
+        }
+    }
+
+    /// A new connection; `upgrades` keeps it able to become a tunnel.
+    pub async fn connect(&self, timeout: Duration, upgrades: bool) -> Result<SendRequest<UpstreamBody>, ConnectError> {
+        let addr = self.addr;
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ConnectError::TimedOut { addr }),
+            Ok(Err(source)) => return Err(ConnectError::Refused { addr, source }),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        let mut close = self.close.subscribe();
+        tokio::spawn(async move {
+            if upgrades {
+                let conn = conn.with_upgrades();
+                tokio::select! {
+                    _ = conn => {}
+                    _ = close.changed() => {}
+                }
+            } else {
+                tokio::select! {
+                    _ = conn => {}
+                    _ = close.changed() => {}
+                }
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Drops idle connections and closes every open one, tunnels included.
+    pub fn close_all(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.close.send_modify(|g| *g += 1);
+    }
+
+    /// A receiver that changes when [`BackendPool::close_all`] is called
+    /// (tunnels watch it).
+    pub fn closing(&self) -> watch::Receiver<u64> {
+        self.close.subscribe()
+    }
+
+    /// Idle connections now.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
