@@ -54,6 +54,20 @@ pub enum BusEvent {
     Traffic(TrafficEvent),
     /// An operator action and what it did, for the log.
     Command(String),
+    /// Once a second: what happened in the last second, so a subscriber that
+    /// dropped events still has the figures.
+    Second {
+        /// Requests answered in the last second.
+        requests: u64,
+        /// 5xx answers in the last second.
+        errors: u64,
+        /// Live sessions now.
+        sessions: u64,
+        /// Sessions the demo clients lost, in total.
+        lost_sessions: u64,
+        /// Events dropped for lagging subscribers, in total.
+        dropped: u64,
+    },
 }
 
 impl BusEvent {
@@ -118,6 +132,14 @@ impl BusEvent {
                 json!({"type": "logged-in", "client": client, "backend": backend})
             }
             BusEvent::Command(text) => json!({"type": "command", "text": text, "at_ms": clock.now().0}),
+            BusEvent::Second {
+                requests,
+                errors,
+                sessions,
+                lost_sessions,
+                dropped,
+            } => json!({"type": "second", "requests": requests, "errors": errors, "sessions": sessions,
+                "lost_sessions": lost_sessions, "dropped": dropped, "at_ms": clock.now().0}),
         }
     }
 }

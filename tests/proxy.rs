@@ -602,3 +602,66 @@ async fn a_port_in_use_says_which() {
     let addr: SocketAddr = taken.local_addr().unwrap();
     assert!(err.contains(&addr.to_string()) && err.contains("proxy"), "{err}");
 }
+
+#[tokio::test]
+async fn a_drain_timeout_closes_open_tunnels() {
+    let mut config = test_config();
+    config.demo.backends = 1;
+    let lb = Lb::start(config).await;
+    let mut s = TcpStream::connect(lb.proxy).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
+    lb.engine
+        .execute(Command::Drain {
+            backend: "api-1".into(),
+            timeout: Some(Duration::from_secs(1)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(lb.state("api-1"), "draining", "an open tunnel keeps the drain going");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(5 * SECS, s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the tunnel was not closed at the drain timeout");
+    lb.wait_state("api-1", "removed", 3 * SECS).await;
+    lb.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn killing_an_external_backend_forces_it_out_at_once() {
+    let outside = DemoBackend::start("ext", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let other = DemoBackend::start("other", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut config = test_config();
+    config.backends = vec![
+        BackendEntry {
+            name: "ext".into(),
+            addr: outside.addr(),
+            weight: 1,
+        },
+        BackendEntry {
+            name: "other".into(),
+            addr: other.addr(),
+            weight: 1,
+        },
+    ];
+    let lb = Lb::start(config).await;
+    let text = lb.engine.execute(Command::Kill("ext".into())).await.unwrap();
+    assert!(text.contains("forced out"), "{text}");
+    assert_eq!(lb.state("ext"), "killed", "at once, no detection needed");
+    for _ in 0..5 {
+        assert_eq!(Client::default().get(lb.proxy, "/").await.backend(), Some("other"));
+    }
+    // Maintenance: health checks leave it alone until it is revived.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(lb.state("ext"), "killed");
+    lb.engine.execute(Command::Revive("ext".into())).await.unwrap();
+    lb.wait_state("ext", "up", 3 * SECS).await;
+    lb.engine.shutdown().await;
+    outside.kill().await;
+    other.kill().await;
+}

@@ -796,9 +796,10 @@ async fn drain_loop(engine: std::sync::Weak<Engine>, backend: Arc<Backend>) {
     }
 }
 
-/// Expires idle sessions once a second.
+/// Once a second: expires idle sessions and publishes the second's figures.
 async fn sweeper(engine: std::sync::Weak<Engine>, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let (mut requests, mut errors) = (0u64, 0u64);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -806,5 +807,16 @@ async fn sweeper(engine: std::sync::Weak<Engine>, mut shutdown: watch::Receiver<
         }
         let Some(e) = engine.upgrade() else { return };
         e.router.sweep(e.clock.now());
+        let stats = e.proxy.stats();
+        let now_requests = stats.requests.load(std::sync::atomic::Ordering::Relaxed);
+        let now_errors = stats.by_class[5].load(std::sync::atomic::Ordering::Relaxed);
+        e.bus.publish(BusEvent::Second {
+            requests: now_requests - requests,
+            errors: now_errors - errors,
+            sessions: e.router.sessions().len(),
+            lost_sessions: e.traffic_stats().map_or(0, |t| t.lost_sessions),
+            dropped: e.bus.dropped(),
+        });
+        (requests, errors) = (now_requests, now_errors);
     }
 }
