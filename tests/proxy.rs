@@ -431,6 +431,18 @@ async fn upgrades_are_tunnelled_and_counted() {
 #[tokio::test]
 async fn a_drain_keeps_sessions_refuses_new_ones_then_ends() {
     let lb = Lb::start(test_config()).await;
+    // Demo traffic runs through the whole drain.
+    let (events, _rx) = tokio::sync::mpsc::channel(1024);
+    let traffic = ringside::demo::traffic::Traffic::start(
+        lb.proxy,
+        ringside::demo::traffic::TrafficConfig {
+            clients: 10,
+            rate: 100.0,
+            ..Default::default()
+        },
+        events,
+        false,
+    );
     let mut clients: Vec<Client> = vec![Client::default(); 24];
     let mut homes = Vec::new();
     for c in &mut clients {
@@ -465,6 +477,10 @@ async fn a_drain_keeps_sessions_refuses_new_ones_then_ends() {
         assert_eq!(r.status, StatusCode::OK);
         assert_ne!(r.backend(), Some(target.as_str()));
     }
+    let t = traffic.stats();
+    traffic.stop().await;
+    assert!(t.requests > 100, "{t:?}");
+    assert_eq!(t.errors + t.status_5xx, 0, "the drain cost no request: {t:?}");
     lb.engine.shutdown().await;
 }
 
