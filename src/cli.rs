@@ -251,9 +251,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::app::log_to_stderr(&config.log.level);
                 runtime()?.block_on(crate::app::run_headless(config))
             } else {
-                anyhow::bail!(
-                    "the dashboard is not part of this build yet: run `ringside --headless` and drive it with the admin API"
-                )
+                runtime()?.block_on(crate::dashboard::run(config))
             }
         }
     }

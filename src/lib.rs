@@ -12,6 +12,7 @@
 //!   affinity keys, balancer cookies, the session table, remap accounting
 //!   and events. Everything else drives it.
 //! - [`config`]: the TOML file and its validation.
+//! - [`dashboard`]: the terminal dashboard (ratatui).
 //! - [`demo`]: demo backends and the traffic generator.
 //! - [`experiment`]: `ringside ring`, the seed's remapping experiment.
 //! - [`proxy`]: the live HTTP proxy (hyper) and its connection pools.
@@ -23,6 +24,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod engine;
 pub mod experiment;

@@ -453,6 +453,9 @@ impl Engine {
                 ))
             }
             Some(BackendKind::External) => {
+                if let Some((_, task)) = lock(&self.runtimes).get_mut(&backend.id).and_then(|r| r.drain.take()) {
+                    task.abort();
+                }
                 let summary = self.router.set_state(name, BackendState::Killed)?;
                 if let Some(u) = self.upstreams.get(backend.id) {
                     u.pool.close_all();
@@ -630,7 +633,17 @@ impl Engine {
         if !state.keeps_sessions() {
             return;
         }
-        let killed_at = lock(&self.runtimes).get(&backend.id).and_then(|r| r.killed_at);
+        // Whatever was in progress is over: a drain ends, health counts restart.
+        let killed_at = match lock(&self.runtimes).get_mut(&backend.id) {
+            Some(r) => {
+                if let Some((_, task)) = r.drain.take() {
+                    task.abort();
+                }
+                r.health = HealthProgress::default();
+                r.killed_at
+            }
+            None => None,
+        };
         let to = if killed_at.is_some() {
             BackendState::Killed
         } else {

@@ -738,9 +738,9 @@ impl Router {
             moved,
             ring,
             modulo,
-            ideal: remap::ideal_share(old.available().len(), new.available().len()),
-            backends_before: old.available().len(),
-            backends_after: new.available().len(),
+            ideal: remap::ideal_share(old.serving().len(), new.serving().len()),
+            backends_before: old.serving().len(),
+            backends_after: new.serving().len(),
         };
         *self.stats.last_remap.lock().unwrap_or_else(|e| e.into_inner()) = Some(summary.clone());
         self.events.emit(Event::Remap(summary.clone()));

@@ -34,9 +34,9 @@ pub struct RemapSummary {
     pub modulo: u64,
     /// The least share any scheme must move: |ΔN| / max(N before, N after).
     pub ideal: f64,
-    /// Backends taking new sessions before.
+    /// Backends in service (up or draining) before.
     pub backends_before: usize,
-    /// Backends taking new sessions after.
+    /// Backends in service after.
     pub backends_after: usize,
 }
 

@@ -274,11 +274,15 @@ impl Shard {
         evicted
     }
 
-    /// Moves a session to `to` and counts a reassignment. `announce` keeps
-    /// the move to be reported by the next lookup.
+    /// Moves a session to `to` and counts a reassignment; `None` when there
+    /// is no such session or it is on `to` already. `announce` keeps the move
+    /// to be reported by the next lookup.
     pub fn reassign(&mut self, fingerprint: u64, to: BackendId, announce: bool) -> Option<SessionInfo> {
         let &i = self.map.get(&fingerprint)?;
         let e = &mut self.slots[i as usize];
+        if e.backend == to {
+            return None;
+        }
         let before = e.info();
         if announce && e.moved_from.0 == NIL {
             e.moved_from = e.backend;

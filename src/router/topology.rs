@@ -25,6 +25,8 @@ pub struct Topology {
     ring: Arc<Ring>,
     /// Backends that take new sessions (`up`), in id order.
     available: Vec<BackendId>,
+    /// Backends in service (`up` or `draining`), in id order.
+    serving: Vec<BackendId>,
     /// Cookie tag → the newest backend with that tag.
     by_tag: HashMap<u32, BackendId>,
     /// Where new keys land now: each backend's share of the circle, walking
@@ -101,11 +103,17 @@ impl Topology {
             .map(|v| v.owner)
     }
 
-    /// The owner of `position` under `position % available`.
+    /// Backends in service (`up` or `draining`), in id order.
+    pub fn serving(&self) -> &[BackendId] {
+        &self.serving
+    }
+
+    /// The owner of `position` under modulo hashing over the backends in
+    /// service (`position % serving`): what a modulo balancer would do.
     pub fn modulo_owner(&self, position: u32) -> Option<BackendId> {
-        match self.available.len() {
+        match self.serving.len() {
             0 => None,
-            n => Some(self.available[position as usize % n]),
+            n => Some(self.serving[position as usize % n]),
         }
     }
 }
@@ -181,6 +189,12 @@ impl TopologyDraft {
             .map(|b| b.id)
             .filter(|id| self.states[id.index()].takes_new_sessions())
             .collect();
+        let serving: Vec<BackendId> = self
+            .backends
+            .iter()
+            .map(|b| b.id)
+            .filter(|id| self.states[id.index()].keeps_sessions())
+            .collect();
         let by_tag = self.backends.iter().map(|b| (b.tag, b.id)).collect();
         let n = self.backends.len();
         let states = &self.states;
@@ -194,6 +208,7 @@ impl TopologyDraft {
             positions: self.positions,
             ring,
             available,
+            serving,
             by_tag,
             effective_shares,
             shares,

@@ -1,0 +1,124 @@
+//! End to end in a real terminal: the built binary in tmux, driven by keys,
+//! read off the captured screen. `.ci/run` installs tmux; elsewhere the test
+//! is skipped with a note when tmux is missing.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "tmux is required under CI (.ci/run installs it)"
+            );
+            eprintln!("skipped: tmux is not installed");
+            return None;
+        }
+        let session = format!("ringside-test-{}", std::process::id());
+        let status = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "48", command])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Some(Tmux { session })
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        Command::new("tmux")
+            .args(["send-keys", "-t", &self.session, keys])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits until `check` holds on the screen.
+    fn wait(&self, what: &str, within: Duration, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}
+
+/// The backends-table row of `name`: the line that names it with a state.
+fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
+    screen.lines().find(|l| {
+        l.contains(&format!("{name} "))
+            && ["▲ up", "▼ down", "◐ draining", "✖ killed", "○ removed"]
+                .iter()
+                .any(|s| l.contains(s))
+    })
+}
+
+fn state_of(screen: &str, name: &str, state: &str) -> bool {
+    row(screen, name).is_some_and(|r| r.contains(state))
+}
+
+#[test]
+fn keys_drain_kill_and_revive_a_backend_and_q_leaves_a_clean_shell() {
+    let log = std::env::temp_dir().join(format!("ringside-tui-{}.log", std::process::id()));
+    let command = format!(
+        "{} --demo-port 0 --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-file {}; echo EXITED $?; sleep 30",
+        env!("CARGO_BIN_EXE_ringside"),
+        log.display()
+    );
+    let Some(tmux) = Tmux::start(&command) else { return };
+    let long = Duration::from_secs(20);
+    tmux.wait("the ring and three backends", long, |s| {
+        s.contains("ring") && ["api-1", "api-2", "api-3"].iter().all(|n| state_of(s, n, "▲ up"))
+    });
+    tmux.keys("j");
+    tmux.wait("api-2 selected", long, |s| {
+        row(s, "api-2").is_some_and(|r| r.contains("›api-2"))
+    });
+    tmux.keys("d");
+    tmux.wait("api-2 draining", long, |s| {
+        state_of(s, "api-2", "◐ draining") || state_of(s, "api-2", "○ removed")
+    });
+    tmux.keys("x");
+    let killed = tmux.wait("api-2 killed", long, |s| state_of(s, "api-2", "✖ killed"));
+    assert!(row(&killed, "api-2").unwrap().contains("detected in"), "{killed}");
+    assert!(
+        killed.contains("killed api-2") || killed.contains("→ killed"),
+        "the log says what happened:\n{killed}"
+    );
+    tmux.keys("r");
+    tmux.wait("api-2 back up", long, |s| state_of(s, "api-2", "▲ up"));
+    tmux.keys("q");
+    let after = tmux.wait("a clean exit", long, |s| s.contains("EXITED"));
+    assert!(after.contains("EXITED 0"), "{after}");
+    assert!(after.contains("ringside: the log is in"), "{after}");
+    assert!(
+        !after.contains("┌ backends"),
+        "the dashboard was left on the screen:\n{after}"
+    );
+    let _ = std::fs::remove_file(log);
+}
