@@ -7,7 +7,7 @@ use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::canvas::{Canvas, Circle, Line as Segment, Points};
+use ratatui::widgets::canvas::{Canvas, Line as Segment, Points};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 
 use super::app::{App, LogKind, Panel};
@@ -103,18 +103,19 @@ pub fn draw(app: &App, frame: &mut Frame<'_>) -> Areas {
     let table_height = (app.snapshot.backends.len() as u16 + 3).min(body.height.saturating_sub(1));
     let mut areas = Areas::default();
     if body.width >= 110 && body.height >= 24 {
-        let ring_width = (body.height * 2 + 2).min(body.width * 2 / 5).max(30);
-        let [left, right] = Layout::horizontal([Constraint::Length(ring_width), Constraint::Min(0)]).areas(body);
-        draw_ring(app, &theme, frame, left);
+        // Backends across the top; the ring, the sessions and the log below.
         let [backends, remap, rest] = Layout::vertical([
             Constraint::Length(table_height),
-            Constraint::Length(2),
+            Constraint::Length(1),
             Constraint::Min(0),
         ])
-        .areas(right);
-        let [sessions, log] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(rest);
+        .areas(body);
+        let ring_width = (rest.height * 2 + 2).min(body.width / 2);
+        let [left, right] = Layout::horizontal([Constraint::Length(ring_width), Constraint::Min(0)]).areas(rest);
+        let [sessions, log] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
         draw_backends(app, &theme, frame, backends);
         draw_remap(app, &theme, frame, remap);
+        draw_ring(app, &theme, frame, left);
         draw_sessions(app, &theme, frame, sessions);
         draw_log(app, &theme, frame, log);
         areas = Areas {
@@ -355,9 +356,9 @@ fn angle(position: u32) -> f64 {
 }
 
 /// x, y on a circle of radius `r`, clockwise from the top.
-fn at(position: u32, r: f64, aspect: f64) -> (f64, f64) {
+fn at(position: u32, r: f64, (sx, sy): (f64, f64)) -> (f64, f64) {
     let a = angle(position);
-    (r * a.sin() * aspect, r * a.cos())
+    (r * a.sin() * sx, r * a.cos() * sy)
 }
 
 fn draw_ring(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
@@ -374,8 +375,9 @@ fn draw_ring(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
     };
     let inner_w = f64::from(canvas_area.width.saturating_sub(2).max(1));
     let inner_h = f64::from(canvas_area.height.saturating_sub(2).max(1));
-    // Cells are about twice as tall as wide: keep the circle round.
-    let aspect = (inner_h * 2.0 / inner_w).min(1.0);
+    // Cells are about twice as tall as wide: shrink whichever axis is
+    // longer on screen so the circle stays round.
+    let aspect = ((inner_h * 2.0 / inner_w).min(1.0), (inner_w / (inner_h * 2.0)).min(1.0));
     let state_of = |i: usize| app.snapshot.backends.get(i).map(|b| b.state);
     let canvas = Canvas::default()
         .block(block(title, false, theme))
@@ -383,10 +385,11 @@ fn draw_ring(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         .x_bounds([-1.2, 1.2])
         .y_bounds([-1.2, 1.2])
         .paint(|ctx| {
-            ctx.draw(&Circle {
-                x: 0.0,
-                y: 0.0,
-                radius: 1.0,
+            let circle: Vec<(f64, f64)> = (0..720u32)
+                .map(|k| at(k.wrapping_mul(5_965_232), 1.0, aspect))
+                .collect();
+            ctx.draw(&Points {
+                coords: &circle,
                 color: if theme.color { Color::DarkGray } else { Color::Reset },
             });
             ctx.layer();
