@@ -133,6 +133,12 @@ async fn every_affinity_mode_keeps_a_logged_in_user() {
             assert_eq!(r.status, StatusCode::OK, "{mode}: {}", r.body);
             assert_eq!(r.backend(), login.backend(), "{mode}");
         }
+        // The application's logout deletes its cookie: the balancer's session
+        // for that id ends too (the balancer's own cookie session does not).
+        let bye = client.post(lb.proxy, &format!("/logout{query}")).await;
+        assert_eq!(bye.status, StatusCode::OK, "{mode}: {}", bye.body);
+        let ended = lb.engine.stats_view().router.ended;
+        assert_eq!(ended, u64::from(mode != AffinityMode::LbCookie), "{mode}");
         lb.engine.shutdown().await;
     }
 }

@@ -191,14 +191,6 @@ impl Proxy {
         if extracted.forged {
             self.router.note_forged_cookie();
         }
-        let mode = self.affinity.mode();
-        // The application's session id this request carries, for logouts.
-        let app_session: Option<String> = match (mode, extracted.key) {
-            (AffinityMode::AppCookie | AffinityMode::Header | AffinityMode::Query, SessionKey::Text(id)) => {
-                Some(id.to_owned())
-            }
-            _ => None,
-        };
         let mut route = match self.router.route(extracted.key, now) {
             Ok(r) => r,
             Err(_) => return self.unavailable(),
@@ -270,7 +262,7 @@ impl Proxy {
                 }
                 Ok(Ok(resp)) => {
                     upstream.latency.record(started.elapsed());
-                    return self.respond(resp, &route, upstream, sender, active, client_upgrade, app_session, now);
+                    return self.respond(resp, &route, upstream, sender, active, client_upgrade, now);
                 }
                 Ok(Err(mut e)) => {
                     tracing::debug!("{}: {}", route.backend.name, e.error());
@@ -341,13 +333,12 @@ impl Proxy {
         sender: hyper::client::conn::http1::SendRequest<UpstreamBody>,
         active: ActiveGuard,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        app_session: Option<String>,
         now: crate::router::Timestamp,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = resp.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
         if self.affinity.mode() != AffinityMode::LbCookie {
-            self.learn_app_session(&parts.headers, route.backend.id, app_session.as_deref(), now);
+            self.learn_app_session(&parts.headers, route, now);
         }
         headers::strip_hop_by_hop(&mut parts.headers, switching);
         if route.set_cookie
@@ -372,21 +363,16 @@ impl Proxy {
     }
 
     /// In app-cookie, header and query modes the application's own
-    /// `Set-Cookie` tells where a session lives: bind it there, or end it.
-    fn learn_app_session(
-        &self,
-        headers: &http::HeaderMap,
-        backend: BackendId,
-        current: Option<&str>,
-        now: crate::router::Timestamp,
-    ) {
+    /// `Set-Cookie` tells where a session lives: bind it there, or end the
+    /// request's session when the cookie is deleted (logout).
+    fn learn_app_session(&self, headers: &http::HeaderMap, route: &Route, now: crate::router::Timestamp) {
         match headers::find_set_cookie(headers, &self.affinity.config().app_cookie) {
             Some(SetCookie::Set(id)) => {
-                self.router.bind(SessionKey::Text(id), backend, now);
+                self.router.bind(SessionKey::Text(id), route.backend.id, now);
             }
             Some(SetCookie::Deleted) => {
-                if let Some(id) = current {
-                    self.router.end_session(SessionKey::Text(id));
+                if let Some(fingerprint) = route.fingerprint {
+                    self.router.end_route_session(fingerprint);
                 }
             }
             None => {}

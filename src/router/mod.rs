@@ -585,7 +585,12 @@ impl Router {
         let Some((domain, bytes)) = key_material(key, &mut buf) else {
             return false;
         };
-        let fingerprint = self.fingerprinter.fingerprint(domain, bytes);
+        self.end_route_session(self.fingerprinter.fingerprint(domain, bytes))
+    }
+
+    /// Ends the session a route used (its [`Route::fingerprint`]), as when
+    /// the application's response deletes its session cookie.
+    pub fn end_route_session(&self, fingerprint: u64) -> bool {
         let removed = self.sessions.shard_for(fingerprint).remove(fingerprint);
         if let Some(info) = removed {
             self.count_end(&self.topology.load(), &info, SessionEnd::Ended);
