@@ -146,6 +146,21 @@ pub enum Command {
     Sim(SimArgs),
     /// Run one demo backend as its own process, for failover experiments.
     DemoBackend(DemoBackendArgs),
+    /// Run a scripted experiment (assets/scenarios/*.toml) and print its report.
+    Scenario(ScenarioArgs),
+}
+
+/// Options of `ringside scenario`.
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
+    /// The scenario file.
+    pub file: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Watch the run in the dashboard; the report prints when you quit.
+    #[arg(long)]
+    pub tui: bool,
 }
 
 /// Options of `ringside demo-backend`.
@@ -241,6 +256,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             sim::run(io::stdin().lock(), io::stdout().lock(), &config)?;
             Ok(())
         }
+        Some(Command::Scenario(a)) => scenario(&a),
         Some(Command::DemoBackend(a)) => {
             crate::app::log_to_stderr("info");
             runtime()?.block_on(crate::demo::backend::run_standalone(&a.name, a.listen))
@@ -254,6 +270,43 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 runtime()?.block_on(crate::dashboard::run(config))
             }
         }
+    }
+}
+
+fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
+    use crate::experiment::scenario::{Scenario, drive, run_file};
+    let rt = runtime()?;
+    let report = if a.tui {
+        let (scenario, actions) = Scenario::load(&a.file)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = a.file.display().to_string();
+        rt.block_on(crate::dashboard::run_with(scenario.config(), |engine| {
+            let engine = std::sync::Arc::clone(engine);
+            tokio::spawn(async move {
+                let _ = tx.send(drive(engine, name, scenario.duration_secs, actions).await);
+            });
+        }))?;
+        rx.try_recv()
+            .map_err(|_| anyhow::anyhow!("the dashboard was closed before the scenario finished"))?
+    } else {
+        crate::app::log_to_stderr("warn");
+        rt.block_on(run_file(&a.file))?
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    let failed: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.check.clone())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} check(s) failed: {}", failed.len(), failed.join("; "))
     }
 }
 

@@ -31,6 +31,12 @@ const MAX_SESSIONS: usize = 500;
 /// Runs the dashboard on the embedded demo (or the configured backends)
 /// until the user quits. Needs a terminal on stdout.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    run_with(config, |_| {}).await
+}
+
+/// Like [`run`], calling `on_start` with the engine once it runs (a scenario
+/// drives it from there).
+pub async fn run_with(config: Config, on_start: impl FnOnce(&Arc<Engine>)) -> anyhow::Result<()> {
     if !std::io::stdout().is_terminal() {
         anyhow::bail!("stdout is not a terminal, so there is no dashboard to draw: run `ringside --headless` instead");
     }
@@ -41,6 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine = Arc::clone(&running.engine);
     let admin_addr = running.admin_listener.local_addr()?;
     tokio::spawn(crate::admin::serve(Arc::clone(&engine), running.admin_listener));
+    on_start(&engine);
     let result = {
         let mut terminal = TerminalGuard::enter()?;
         ui_loop(

@@ -44,6 +44,8 @@ pub enum Command {
     Add(BackendSpec),
     /// Take a backend out for good (its sessions move).
     Remove(String),
+    /// Re-place every backend with this many virtual nodes per unit of weight.
+    Vnodes(u32),
     /// Switch the placement for new sessions.
     Placement(Placement),
     /// Switch the affinity mode.

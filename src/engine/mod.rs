@@ -394,6 +394,10 @@ impl Engine {
                 Ok(format!("added {name} at {addr}"))
             }
             Command::Remove(name) => self.remove(&name).await,
+            Command::Vnodes(n) => {
+                let summary = self.router.set_vnodes(n)?;
+                Ok(format!("{n} virtual nodes per backend — {summary}"))
+            }
             Command::Placement(p) => {
                 self.router.set_placement(p);
                 Ok(format!("placement is now {p}"))

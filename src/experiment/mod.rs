@@ -1,5 +1,6 @@
 //! Experiments that print a report.
 
 pub mod ring;
+pub mod scenario;
 
 pub use ring::{Change, RingExperiment, RingReport};

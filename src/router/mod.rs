@@ -229,6 +229,8 @@ pub struct StatsSnapshot {
 /// The router. Share it behind an `Arc`; every method takes `&self`.
 pub struct Router {
     config: RouterConfig,
+    /// Virtual nodes per unit of weight now (starts from the config).
+    vnodes: std::sync::atomic::AtomicU32,
     topology: ArcSwap<Topology>,
     /// Serializes topology changes (never held by requests).
     changes: Mutex<u64>,
@@ -257,6 +259,7 @@ impl Router {
             sessions: SessionTable::new(config.max_sessions, config.idle_timeout_secs),
             fingerprinter: Fingerprinter::new(hash::mix64(seed ^ 0x6a09_e667_f3bc_c908)),
             topology: ArcSwap::from_pointee(Topology::default()),
+            vnodes: std::sync::atomic::AtomicU32::new(config.vnodes_per_weight),
             changes: Mutex::new(0),
             stats: RouterStats::default(),
             events,
@@ -624,15 +627,14 @@ impl Router {
         }
         let mut draft = TopologyDraft::from(&old);
         let id = BackendId(draft.backends.len() as u32);
-        let c = &self.config;
         draft.push(
             Backend::new(id, &spec.name, spec.addr),
             spec.weight,
-            c.vnodes_per_weight,
-            c.vnode_hash,
+            self.vnodes(),
+            self.config.vnode_hash,
         );
         let new = self.publish(&mut generation, draft);
-        self.account(&old, &new, id, ChangeKind::Joined);
+        self.account(&old, &new, Some(id), ChangeKind::Joined);
         Ok(id)
     }
 
@@ -672,7 +674,7 @@ impl Router {
             // e.g. down → killed: nothing moves, nothing new arrives.
             return Ok(None);
         };
-        Ok(Some(self.account(&old, &new, id, kind)))
+        Ok(Some(self.account(&old, &new, Some(id), kind)))
     }
 
     /// Changes a backend's weight (its vnodes and weighted share).
@@ -685,9 +687,35 @@ impl Router {
             .map(|b| b.id)
             .ok_or_else(|| RouterError::UnknownBackend(name.to_owned()))?;
         let mut draft = TopologyDraft::from(&old);
-        draft.set_weight(id, weight, self.config.vnodes_per_weight, self.config.vnode_hash);
+        draft.set_weight(id, weight, self.vnodes(), self.config.vnode_hash);
         let new = self.publish(&mut generation, draft);
-        Ok(self.account(&old, &new, id, ChangeKind::Reweighted))
+        Ok(self.account(&old, &new, Some(id), ChangeKind::Reweighted))
+    }
+
+    /// Virtual nodes per unit of weight now.
+    pub fn vnodes(&self) -> u32 {
+        self.vnodes.load(Ordering::Relaxed)
+    }
+
+    /// Re-places every backend with `vnodes` virtual nodes per unit of
+    /// weight (1–10,000). Sessions stay where they are; the summary says what
+    /// a stateless ring would have moved.
+    pub fn set_vnodes(&self, vnodes: u32) -> Result<RemapSummary, RouterError> {
+        if !(1..=10_000).contains(&vnodes) {
+            return Err(RouterError::BadSpec(format!("{vnodes} vnodes: use 1 to 10000")));
+        }
+        let mut generation = self.lock_changes();
+        let old = self.topology.load_full();
+        if old.members().next().is_none() {
+            return Err(RouterError::NoBackend);
+        }
+        self.vnodes.store(vnodes, Ordering::Relaxed);
+        let mut draft = TopologyDraft::from(&old);
+        for b in old.members() {
+            draft.set_weight(b.id, old.weight(b.id), vnodes, self.config.vnode_hash);
+        }
+        let new = self.publish(&mut generation, draft);
+        Ok(self.account(&old, &new, None, ChangeKind::Reweighted))
     }
 
     fn lock_changes(&self) -> std::sync::MutexGuard<'_, u64> {
@@ -713,7 +741,7 @@ impl Router {
 
     /// Reassigns the sessions a change strands and counts what moved, what
     /// a stateless ring and modulo would have moved, and the ideal.
-    fn account(&self, old: &Topology, new: &Topology, changed: BackendId, kind: ChangeKind) -> RemapSummary {
+    fn account(&self, old: &Topology, new: &Topology, changed: Option<BackendId>, kind: ChangeKind) -> RemapSummary {
         let (mut sessions, mut moved, mut ring, mut modulo) = (0u64, 0u64, 0u64, 0u64);
         let mut stranded = Vec::new();
         for i in 0..self.sessions.shard_count() {
@@ -737,7 +765,7 @@ impl Router {
             }
         }
         let summary = RemapSummary {
-            backend: new.backend(changed).name.to_string(),
+            backend: changed.map_or_else(|| "every backend".to_owned(), |id| new.backend(id).name.to_string()),
             kind,
             sessions,
             moved,
