@@ -72,3 +72,39 @@ fn failed_checks_fail_the_run_and_bad_files_name_the_line() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_scenario_can_use_external_backends() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = rt.block_on(async {
+        let a = ringside::demo::backend::DemoBackend::start("ext-1", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let b = ringside::demo::backend::DemoBackend::start("ext-2", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        (a, b)
+    });
+    let dir = std::env::temp_dir().join(format!("ringside-external-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("external.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "duration_secs = 2\n[setup]\nexternal = [{{ name = \"ext-1\", addr = \"{}\" }}, {{ name = \"ext-2\", addr = \"{}\" }}]\n[traffic]\nclients = 5\nrate = 50\n[[steps]]\nat = 1\nkill = \"ext-1\"\n[[steps]]\nat = 2\nexpect = [\"errors == 0\", \"requests > 20\"]\n",
+            backends.0.addr(),
+            backends.1.addr()
+        ),
+    )
+    .unwrap();
+    let out = ringside(&["scenario", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ext-1") && stdout.contains("ext-2"), "{stdout}");
+    assert!(stdout.contains("kill ext-1"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    rt.block_on(async {
+        backends.0.kill().await;
+        backends.1.kill().await;
+    });
+}

@@ -55,8 +55,10 @@ pub struct Scenario {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Setup {
-    /// Demo backends `api-1 … api-N`.
+    /// Demo backends `api-1 … api-N` (when no external backend is given).
     pub backends: usize,
+    /// External backends instead of demo ones: `{ name, addr, weight }`.
+    pub external: Vec<crate::config::BackendEntry>,
     /// Affinity mode at the start.
     pub affinity: AffinityMode,
     /// Placement at the start.
@@ -75,6 +77,7 @@ impl Default for Setup {
     fn default() -> Self {
         Setup {
             backends: 3,
+            external: Vec::new(),
             affinity: AffinityMode::LbCookie,
             placement: Placement::Ring,
             vnodes: 150,
@@ -269,6 +272,9 @@ impl Scenario {
         if !(1..=32).contains(&scenario.setup.backends) {
             return Err(err(0, "setup.backends must be 1 to 32".into()));
         }
+        if let Err(e) = scenario.config().validate(file) {
+            return Err(err(0, e.to_string()));
+        }
         let mut actions = Vec::new();
         let mut last = 0.0;
         for spanned in &scenario.steps {
@@ -367,6 +373,7 @@ impl Scenario {
         c.admin.listen = "127.0.0.1:0".parse().unwrap_or(c.admin.listen);
         c.demo.base_port = 0;
         c.demo.backends = self.setup.backends;
+        c.backends = self.setup.external.clone();
         c.demo.health_interval_ms = self.setup.health_interval_ms;
         c.routing.placement = self.setup.placement;
         c.routing.vnodes = self.setup.vnodes;
