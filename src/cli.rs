@@ -74,6 +74,9 @@ pub struct RunArgs {
     /// Where the dashboard writes its log.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Worker threads for the proxy (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
 }
 
 impl RunArgs {
@@ -263,11 +266,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => {
             let config = cli.run.config()?;
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = cli.run.threads {
+                builder.worker_threads(usize::from(n));
+            }
+            let rt = builder.enable_all().build()?;
             if cli.run.headless {
                 crate::app::log_to_stderr(&config.log.level);
-                runtime()?.block_on(crate::app::run_headless(config))
+                rt.block_on(crate::app::run_headless(config))
             } else {
-                runtime()?.block_on(crate::dashboard::run(config))
+                rt.block_on(crate::dashboard::run(config))
             }
         }
     }

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# ringside against HAProxy on the same machine, side by side, in one run.
+#
+#   tests/perf/compare.sh            # the full comparison (about 5 minutes)
+#   tests/perf/compare.sh --quick    # a smoke run: both answer 200 and stick
+#
+# Both proxies sit in front of the same three nginx backends on loopback,
+# with cookie persistence (HAProxy: `cookie SERVERID insert indirect nocache`,
+# ringside: lb-cookie + ring), two threads each. wrk drives each with 64
+# keep-alive connections, once with a fixed sticky cookie taken from a first
+# response and once with no cookie (every request creates a session),
+# alternating A B A B. It prints requests/s, p50, p99 and peak RSS per run, the
+# ratio ringside / HAProxy per pair and the median ratio; then the same
+# ringside with its dashboard attached (in tmux), against headless.
+# Installs nginx, haproxy, wrk and tmux with apt-get when missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+PAIRS=${PAIRS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+[ $QUICK = 1 ] && PAIRS=1 && DURATION=2
+
+need=()
+for tool in nginx haproxy wrk tmux; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]/nginx/nginx-light}" >/dev/null
+fi
+cargo build --release --quiet
+BIN=$PWD/target/release/ringside
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  tmux kill-session -t ringside-perf 2>/dev/null || true
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+B1=19081 B2=19082 B3=19083 HAP=19080 RS=19180 RSA=19190 RST=19280 RSTA=19290
+
+# --- backends: nginx, a fixed small body and /health -----------------------
+cat > "$WORK/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$B1; location / { return 200 "Backend Server b1\n"; } }
+  server { listen 127.0.0.1:$B2; location / { return 200 "Backend Server b2\n"; } }
+  server { listen 127.0.0.1:$B3; location / { return 200 "Backend Server b3\n"; } }
+}
+EOF
+nginx -c "$WORK/nginx.conf"
+
+# --- HAProxy 2.6 with cookie persistence, 2 threads ------------------------
+cat > "$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 2
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option redispatch
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAP
+  default_backend be
+backend be
+  balance roundrobin
+  cookie SERVERID insert indirect nocache httponly
+  option httpchk GET /health
+  server b1 127.0.0.1:$B1 cookie b1 check inter 5s
+  server b2 127.0.0.1:$B2 cookie b2 check inter 5s
+  server b3 127.0.0.1:$B3 cookie b3 check inter 5s
+EOF
+haproxy -f "$WORK/haproxy.cfg" -D -p "$WORK/haproxy.pid"
+HAPROXY_PID=$(cat "$WORK/haproxy.pid")
+PIDS+=("$HAPROXY_PID")
+
+# --- ringside headless, lb-cookie + ring, 2 threads -------------------------
+BACKENDS=(--backend b1=127.0.0.1:$B1 --backend b2=127.0.0.1:$B2 --backend b3=127.0.0.1:$B3)
+export RINGSIDE_COOKIE_SECRET=perf-perf-perf-perf-perf-perf-perf-perf
+"$BIN" --headless --threads 2 --listen 127.0.0.1:$RS --admin 127.0.0.1:$RSA "${BACKENDS[@]}" \
+  >"$WORK/ringside.out" 2>"$WORK/ringside.err" &
+RINGSIDE_PID=$!
+PIDS+=("$RINGSIDE_PID")
+
+wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 never answered" >&2; exit 1; }
+wait_port $HAP; wait_port $RS
+
+cookie_of() { curl -s -D - -o /dev/null "http://127.0.0.1:$1/" | awk -F'[ ;]' 'tolower($1)=="set-cookie:"{print $2; exit}'; }
+HAP_COOKIE=$(cookie_of $HAP)
+RS_COOKIE=$(cookie_of $RS)
+
+# Smoke: both answer 200 and keep a cookie's client on one backend.
+for port_cookie in "$HAP $HAP_COOKIE" "$RS $RS_COOKIE"; do
+  set -- $port_cookie
+  seen=$(for _ in 1 2 3 4 5 6; do curl -s -H "Cookie: $2" "http://127.0.0.1:$1/"; done | sort -u | wc -l)
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/")
+  if [ "$code" != 200 ] || [ "$seen" != 1 ]; then echo "FAIL: port $1 answered $code, $seen backends for one cookie" >&2; exit 1; fi
+done
+echo "smoke: HAProxy and ringside answer 200 and keep a cookie on one backend"
+[ $QUICK = 1 ] && { echo "1 passed, 0 failed"; exit 0; }
+
+peak_rss_mb() { awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+# One wrk run: prints "rps p50_ms p99_ms".
+run_wrk() {
+  local port=$1 cookie=$2 out
+  local header=()
+  [ -n "$cookie" ] && header=(-H "Cookie: $cookie")
+  out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${header[@]}" "http://127.0.0.1:$port/")
+  python3 - "$out" <<'PY'
+import re, sys
+out = sys.argv[1]
+def ms(v, u):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+lat = dict((p, ms(v, u)) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", out, re.M))
+print(f"{rps:.0f} {lat['50']:.3f} {lat['99']:.3f}")
+PY
+}
+
+median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" "$@"; }
+
+echo
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%F)"
+echo "wrk -t2 -c$CONNS -d${DURATION}s, $PAIRS pairs per mode, alternating HAProxy / ringside"
+for mode in sticky new-session; do
+  echo
+  echo "== $mode"
+  printf "%-6s %-9s %10s %9s %9s %9s\n" pair contender req/s p50_ms p99_ms rss_MB
+  rps_ratios=() p99_ratios=()
+  for pair in $(seq "$PAIRS"); do
+    hc=""; rc=""
+    [ $mode = sticky ] && hc=$HAP_COOKIE && rc=$RS_COOKIE
+    read -r h_rps h_p50 h_p99 <<<"$(run_wrk $HAP "$hc")"
+    printf "%-6s %-9s %10s %9s %9s %9s\n" "$pair" haproxy "$h_rps" "$h_p50" "$h_p99" "$(peak_rss_mb "$HAPROXY_PID")"
+    read -r r_rps r_p50 r_p99 <<<"$(run_wrk $RS "$rc")"
+    printf "%-6s %-9s %10s %9s %9s %9s\n" "$pair" ringside "$r_rps" "$r_p50" "$r_p99" "$(peak_rss_mb "$RINGSIDE_PID")"
+    rps_ratios+=("$(python3 -c "print($r_rps/$h_rps)")")
+    p99_ratios+=("$(python3 -c "print($r_p99/$h_p99)")")
+  done
+  echo "median ratio ringside/HAProxy: req/s $(median "${rps_ratios[@]}")  p99 $(median "${p99_ratios[@]}")"
+  [ $mode = sticky ] && HEADLESS_STICKY=("${rps_ratios[@]}")
+done
+
+# --- the dashboard attached: ringside in tmux, against headless ------------
+tmux new-session -d -s ringside-perf -x 160 -y 48 \
+  "RINGSIDE_COOKIE_SECRET=$RINGSIDE_COOKIE_SECRET $BIN --threads 2 --listen 127.0.0.1:$RST --admin 127.0.0.1:$RSTA ${BACKENDS[*]}"
+wait_port $RST
+echo
+echo "== dashboard attached (sticky): headless ringside / ringside in tmux"
+printf "%-6s %-10s %10s %9s %9s\n" pair run req/s p50_ms p99_ms
+tui_ratios=()
+for pair in $(seq "$PAIRS"); do
+  read -r a_rps a_p50 a_p99 <<<"$(run_wrk $RS "$RS_COOKIE")"
+  printf "%-6s %-10s %10s %9s %9s\n" "$pair" headless "$a_rps" "$a_p50" "$a_p99"
+  read -r b_rps b_p50 b_p99 <<<"$(run_wrk $RST "$(cookie_of $RST)")"
+  printf "%-6s %-10s %10s %9s %9s\n" "$pair" dashboard "$b_rps" "$b_p50" "$b_p99"
+  tui_ratios+=("$(python3 -c "print($b_rps/$a_rps)")")
+done
+echo "median ratio dashboard/headless: req/s $(median "${tui_ratios[@]}")"
