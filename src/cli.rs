@@ -74,8 +74,8 @@ pub struct RunArgs {
     /// Where the dashboard writes its log.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// Worker threads for the proxy (default: one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Proxy threads, each with its own listener and connections (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: Option<u16>,
 }
 
@@ -132,6 +132,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.log_file {
             c.log.file = v.clone();
+        }
+        if let Some(v) = self.threads {
+            c.proxy.threads = usize::from(v);
         }
         c.validate(&origin)?;
         Ok(c)
@@ -266,11 +269,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => {
             let config = cli.run.config()?;
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = cli.run.threads {
-                builder.worker_threads(usize::from(n));
-            }
-            let rt = builder.enable_all().build()?;
+            let rt = runtime()?;
             if cli.run.headless {
                 crate::app::log_to_stderr(&config.log.level);
                 rt.block_on(crate::app::run_headless(config))

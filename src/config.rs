@@ -214,8 +214,10 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Other backends tried when a connect fails.
     pub retries: u32,
-    /// Idle keep-alive connections kept per backend.
+    /// Idle keep-alive connections kept per backend (per proxy thread).
     pub pool_idle_per_backend: usize,
+    /// Proxy threads, each with its own listener and connections; 0: one per core.
+    pub threads: usize,
 }
 
 impl Default for ProxyConfig {
@@ -227,6 +229,7 @@ impl Default for ProxyConfig {
             max_header_bytes: 16 * 1024,
             retries: 2,
             pool_idle_per_backend: 64,
+            threads: 0,
         }
     }
 }
@@ -477,6 +480,12 @@ impl Config {
             return Err(bad(
                 "proxy.max_header_bytes",
                 format!("is {}; use 8192 to 1048576", self.proxy.max_header_bytes),
+            ));
+        }
+        if self.proxy.threads > 64 {
+            return Err(bad(
+                "proxy.threads",
+                format!("is {}; use 0 (one per core) to 64", self.proxy.threads),
             ));
         }
         if self.proxy.retries > 10 {

@@ -173,7 +173,11 @@ impl Engine {
                 .await
                 .map_err(|source| StartError::Bind { addr, what, source })
         };
-        let proxy_listener = bind(config.listen, "proxy".into()).await?;
+        let proxy_listener = crate::proxy::reuseport_listener(config.listen).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            what: "proxy".into(),
+            source,
+        })?;
         let admin_listener = bind(config.admin.listen, "admin API".into()).await?;
         let proxy_addr = proxy_listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
@@ -243,7 +247,17 @@ impl Engine {
             }
         }
 
-        tokio::spawn(proxy.serve(proxy_listener, shutdown_rx.clone()));
+        let shards = match engine.config.proxy.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        proxy
+            .serve_sharded(proxy_listener, proxy_addr, shards, shutdown_rx.clone())
+            .map_err(|source| StartError::Bind {
+                addr: proxy_addr,
+                what: "proxy".into(),
+                source,
+            })?;
         tokio::spawn(sweeper(Arc::downgrade(&engine), shutdown_rx));
         if traffic {
             engine.start_traffic();

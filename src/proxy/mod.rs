@@ -124,6 +124,49 @@ impl Proxy {
         &self.stats
     }
 
+    /// Serves on `shards` threads, each with a single-threaded runtime and a
+    /// listener of its own on `addr` (SO_REUSEPORT: the kernel spreads the
+    /// connections), so a request and its upstream connection stay on one
+    /// thread — no cross-thread wake-ups. The first listener is `first`
+    /// (already bound to `addr`). Returns when `shutdown` turns true.
+    pub fn serve_sharded(
+        self: Arc<Self>,
+        first: std::net::TcpListener,
+        addr: SocketAddr,
+        shards: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        let mut listeners = vec![first];
+        for _ in 1..shards.max(1) {
+            listeners.push(reuseport_listener(addr)?);
+        }
+        let mut threads = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let proxy = Arc::clone(&self);
+            let shutdown = shutdown.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("ringside-proxy-{i}"))
+                .spawn(move || {
+                    pool::set_shard(i + 1);
+                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!("proxy shard {i}: {e}");
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(l) => proxy.serve(l, shutdown).await,
+                            Err(e) => tracing::error!("proxy shard {i}: {e}"),
+                        }
+                    });
+                })?;
+            threads.push(thread);
+        }
+        Ok(threads)
+    }
+
     /// Serves clients from `listener` until `shutdown` turns true; then stops
     /// accepting and lets open connections finish their current request.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
@@ -417,6 +460,21 @@ async fn tunnel(
         _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
         _ = closing.changed() => {}
     }
+}
+
+/// A non-blocking listener on `addr` that shares the port with others (SO_REUSEPORT).
+pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?.into_std()?;
+    Ok(listener)
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).

@@ -48,11 +48,31 @@ pub enum ConnectError {
     },
 }
 
+/// Idle lists per proxy shard, plus one for threads that are not shards.
+const SHARD_SLOTS: usize = 65;
+
+thread_local! {
+    /// This thread's proxy shard (0: not a shard).
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as proxy shard `i` (1-based): its requests reuse
+/// the connections it opened, which its own runtime drives.
+pub fn set_shard(i: usize) {
+    SHARD.with(|s| s.set(i % SHARD_SLOTS));
+}
+
+fn shard() -> usize {
+    SHARD.with(|s| s.get())
+}
+
 /// The pool of one backend.
 #[derive(Debug)]
 pub struct BackendPool {
     addr: SocketAddr,
-    idle: Mutex<Vec<SendRequest<UpstreamBody>>>,
+    /// Idle connections by shard: a connection is driven by the runtime of
+    /// the thread that opened it, so only that thread reuses it.
+    idle: Box<[Mutex<Vec<SendRequest<UpstreamBody>>>]>,
     max_idle: usize,
     /// Bumped to close every connection this pool opened.
     close: watch::Sender<u64>,
@@ -63,7 +83,7 @@ impl BackendPool {
     pub fn new(addr: SocketAddr, max_idle: usize) -> Self {
         BackendPool {
             addr,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..SHARD_SLOTS).map(|_| Mutex::new(Vec::new())).collect(),
             max_idle,
             close: watch::Sender::new(0),
         }
@@ -89,7 +109,7 @@ impl BackendPool {
     }
 
     fn pop_idle(&self) -> Option<SendRequest<UpstreamBody>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        self.idle[shard()].lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
     /// Returns a connection whose response has been read to the end.
@@ -97,7 +117,7 @@ impl BackendPool {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle[shard()].lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
             idle.push(sender);
         }
@@ -135,7 +155,9 @@ impl BackendPool {
 
     /// Drops idle connections and closes every open one, tunnels included.
     pub fn close_all(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        for idle in self.idle.iter() {
+            idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
         self.close.send_modify(|g| *g += 1);
     }
 
@@ -147,6 +169,9 @@ impl BackendPool {
 
     /// Idle connections now.
     pub fn idle(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.idle
+            .iter()
+            .map(|i| i.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 }
