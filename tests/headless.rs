@@ -167,3 +167,42 @@ fn without_a_terminal_dashboard_it_points_to_headless() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--headless"));
 }
+
+#[test]
+fn a_second_ringside_cannot_share_the_proxy_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut first = ringside(&[
+        "--headless",
+        "--listen",
+        &port,
+        "--admin",
+        "127.0.0.1:0",
+        "--demo-port",
+        "0",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    first_line(&mut first);
+    let second = ringside(&[
+        "--headless",
+        "--listen",
+        &port,
+        "--admin",
+        "127.0.0.1:0",
+        "--demo-port",
+        "0",
+    ])
+    .output()
+    .unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(!second.status.success(), "the second instance started on the same port");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains(&port) && err.contains("proxy"), "{err}");
+}

@@ -173,11 +173,17 @@ impl Engine {
                 .await
                 .map_err(|source| StartError::Bind { addr, what, source })
         };
-        let proxy_listener = crate::proxy::reuseport_listener(config.listen).map_err(|source| StartError::Bind {
+        // A plain bind first: SO_REUSEPORT would quietly share a port that
+        // another ringside holds, and that must be an error.
+        let proxy_err = |source| StartError::Bind {
             addr: config.listen,
             what: "proxy".into(),
             source,
-        })?;
+        };
+        let probe = std::net::TcpListener::bind(config.listen).map_err(proxy_err)?;
+        let port = probe.local_addr().map_err(proxy_err)?;
+        drop(probe);
+        let proxy_listener = crate::proxy::reuseport_listener(port).map_err(proxy_err)?;
         let admin_listener = bind(config.admin.listen, "admin API".into()).await?;
         let proxy_addr = proxy_listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
