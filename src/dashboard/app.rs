@@ -8,7 +8,7 @@ use crate::demo::traffic::TrafficEvent;
 use crate::engine::Command;
 use crate::engine::view::{BackendView, StatsView};
 use crate::router::affinity::AffinityMode;
-use crate::router::{BackendState, Event, Placement};
+use crate::router::{Event, Placement};
 
 /// Lines kept in the event log.
 pub const LOG_LINES: usize = 200;
@@ -593,10 +593,5 @@ impl App {
             SortBy::Backend => rows.sort_by(|a, b| a.backend.cmp(&b.backend)),
         }
         rows
-    }
-
-    /// True when any backend is in `state`.
-    pub fn any_in(&self, state: BackendState) -> bool {
-        self.snapshot.backends.iter().any(|b| b.state == state)
     }
 }

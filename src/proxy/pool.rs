@@ -166,12 +166,4 @@ impl BackendPool {
     pub fn closing(&self) -> watch::Receiver<u64> {
         self.close.subscribe()
     }
-
-    /// Idle connections now.
-    pub fn idle(&self) -> usize {
-        self.idle
-            .iter()
-            .map(|i| i.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
-    }
 }

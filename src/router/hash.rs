@@ -1,20 +1,11 @@
 //! Hash functions: key positions on the ring, vnode mixing, session fingerprints.
 
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::net::IpAddr;
 
 /// A key's position on the 2^32 ring: CRC-32 (IEEE) of its bytes, as in the
 /// source material, so positions can be checked by hand with any crc32 tool.
 pub fn key_position(key: &[u8]) -> u32 {
     crc32fast::hash(key)
-}
-
-/// The ring position of a client address (its octets, not its text).
-pub fn ip_position(ip: IpAddr) -> u32 {
-    match ip {
-        IpAddr::V4(v4) => key_position(&v4.octets()),
-        IpAddr::V6(v6) => key_position(&v6.octets()),
-    }
 }
 
 /// murmur3's 32-bit finalizer: a bijection that spreads every input bit over

@@ -352,11 +352,6 @@ impl SessionTable {
         self.idle_secs
     }
 
-    /// The size cap.
-    pub fn max_sessions(&self) -> usize {
-        self.max
-    }
-
     /// True when an insert must evict first.
     pub fn is_full(&self) -> bool {
         self.len() >= self.max as u64
