@@ -687,3 +687,26 @@ async fn killing_an_external_backend_forces_it_out_at_once() {
     outside.kill().await;
     other.kill().await;
 }
+
+#[tokio::test]
+async fn a_killed_backend_is_not_retired_as_drained() {
+    let mut config = test_config();
+    config.demo.health_interval_ms = 60_000; // only the drain and the proxy act here
+    let lb = Lb::start(config).await;
+    let mut client = Client::default();
+    let home = client.get(lb.proxy, "/").await.backend().unwrap().to_owned();
+    lb.engine
+        .execute(Command::Drain {
+            backend: home.clone(),
+            timeout: Some(Duration::from_secs(60)),
+        })
+        .await
+        .unwrap();
+    lb.engine.execute(Command::Kill(home.clone())).await.unwrap();
+    // The session's next request finds the server gone and moves elsewhere,
+    // leaving the backend empty; a drain would now "end" and retire it.
+    assert_eq!(client.get(lb.proxy, "/").await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lb.state(&home), "draining", "killed, awaiting detection — not removed");
+    lb.engine.shutdown().await;
+}

@@ -470,6 +470,11 @@ impl Engine {
                 if let Some(r) = lock(&self.runtimes).get_mut(&backend.id) {
                     r.killed_at = Some(Instant::now());
                     r.detected_after = None;
+                    // A kill ends a drain: the backend must be found dead,
+                    // not retired as "drained" once its sessions ran elsewhere.
+                    if let Some((_, task)) = r.drain.take() {
+                        task.abort();
+                    }
                 }
                 demo.kill().await;
                 Ok(format!(
