@@ -5,39 +5,69 @@
 //! `x-backend` header. `POST /login?user=NAME` creates a session (the
 //! `session_id` cookie); `GET /profile`, `POST /cart?item=X`, `GET /cart` and
 //! `POST /logout` need it (cookie, `X-Session-ID` header or `?session=`);
-//! `GET /health`, `GET /sleep?ms=N`, `GET /stall` (never answers) and any
-//! `Upgrade` request (echoed back byte for byte) help with experiments.
+//! `GET /health`, `/sleep?ms=N`, `/stall` (never answers) and any `Upgrade`
+//! request (echoed back byte for byte) help with experiments.
 //!
-//! A kill is real: the listener closes, every connection drops, the sessions
-//! are forgotten.
+//! A kill is real: the listener closes (connects are refused), every
+//! connection task — requests in flight and upgraded tunnels included — is
+//! aborted and awaited, and the sessions are forgotten. Each serving period is
+//! one accept task that owns the listener and a [`JoinSet`] of its
+//! connections; a kill tells it to stop and waits until it has.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
 
 use crate::router::affinity::{cookie_values, query_value};
 
-/// Largest request body read.
-const MAX_BODY: usize = 1 << 20;
+/// Largest request body accepted; a longer one is answered 413.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// How much of a too-large body is still read (and thrown away) so that the
+/// 413 reaches a client that is still sending; beyond it the connection closes.
+const DRAIN_LIMIT: u64 = 16 << 20;
+
+/// Longest `/sleep`.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Listen backlog.
+const BACKLOG: u32 = 1024;
 
 #[derive(Debug)]
 struct Session {
     user: String,
     cart: Vec<String>,
+}
+
+/// Where the backend is in its life. Only ever locked briefly, never across an `.await`.
+#[derive(Debug)]
+enum Life {
+    /// The accept task is running; sending on (or dropping) `stop` ends it.
+    Serving {
+        stop: oneshot::Sender<()>,
+        done: watch::Receiver<bool>,
+    },
+    /// Told to stop; `done` turns true once the listener and every connection are gone.
+    Stopping { done: watch::Receiver<bool> },
+    /// Nothing open.
+    Stopped,
 }
 
 #[derive(Debug)]
@@ -46,14 +76,20 @@ struct Inner {
     addr: SocketAddr,
     sessions: Mutex<HashMap<String, Session>>,
     requests: AtomicU64,
-    running: AtomicBool,
-    /// Bumped by a kill: every connection and tunnel stops.
-    generation: watch::Sender<u64>,
-    /// The accept loop, aborted (and awaited) by a kill so the port is free.
-    acceptor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    life: Mutex<Life>,
 }
 
-/// A demo backend. Clones share it.
+impl Inner {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+        lock(&self.sessions)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A demo backend. Clones share it (an `Arc` inside).
 #[derive(Debug, Clone)]
 pub struct DemoBackend {
     inner: Arc<Inner>,
@@ -62,19 +98,17 @@ pub struct DemoBackend {
 impl DemoBackend {
     /// Binds `addr` (port 0 picks one) and serves until killed.
     pub async fn start(name: &str, addr: SocketAddr) -> std::io::Result<DemoBackend> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = bind(addr)?;
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             addr: listener.local_addr()?,
             sessions: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
-            running: AtomicBool::new(true),
-            generation: watch::Sender::new(0),
-            acceptor: Mutex::new(None),
+            life: Mutex::new(Life::Stopped),
         });
-        let backend = DemoBackend { inner };
-        backend.spawn_acceptor(listener);
-        Ok(backend)
+        let life = serve(&inner, listener);
+        *lock(&inner.life) = life;
+        Ok(DemoBackend { inner })
     }
 
     /// Its name.
@@ -87,82 +121,175 @@ impl DemoBackend {
         self.inner.addr
     }
 
-    /// Stops for real: the listener closes, every connection (requests in
-    /// flight and tunnels too) drops, every session is forgotten. Idempotent.
+    /// Stops for real: the listener closes (connects are refused), every open
+    /// connection drops (requests in flight and upgraded tunnels too), every
+    /// session is forgotten. Returns once all of that is done. Idempotent; a
+    /// kill racing another waits for the same stop.
+    ///
+    /// The stop itself is carried out by the accept task, so it completes even
+    /// if this future is dropped half-way.
     pub async fn kill(&self) {
-        self.inner.running.store(false, Ordering::SeqCst);
-        let acceptor = self.inner.acceptor.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = acceptor {
-            task.abort();
-            let _ = task.await;
-        }
-        self.inner.generation.send_modify(|g| *g += 1);
-        self.sessions_lock().clear();
+        let mut done = {
+            let mut life = lock(&self.inner.life);
+            match std::mem::replace(&mut *life, Life::Stopped) {
+                Life::Serving { stop, done } => {
+                    let _ = stop.send(());
+                    *life = Life::Stopping { done: done.clone() };
+                    done
+                }
+                Life::Stopping { done } => {
+                    *life = Life::Stopping { done: done.clone() };
+                    done
+                }
+                Life::Stopped => return,
+            }
+        };
+        // An error means the accept task is gone (it finished, or the runtime is shutting down).
+        let _ = done.wait_for(|d| *d).await;
     }
 
-    fn spawn_acceptor(&self, listener: TcpListener) {
-        let task = tokio::spawn(accept_loop(Arc::clone(&self.inner), listener));
-        *self.inner.acceptor.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
-    }
-
-    /// Serves again on the same address with no sessions. Does nothing when running.
+    /// Serves again on the same address with no sessions. Does nothing when
+    /// running; waits for a kill in progress to finish first. Fails if the
+    /// port was taken meanwhile.
     pub async fn revive(&self) -> std::io::Result<()> {
-        if self.is_running() {
-            return Ok(());
+        loop {
+            let mut done = {
+                let mut life = lock(&self.inner.life);
+                match &*life {
+                    Life::Serving { .. } => return Ok(()),
+                    Life::Stopping { done } => done.clone(),
+                    Life::Stopped => {
+                        // Binding is a quick synchronous system call: no `.await` under the lock.
+                        let listener = bind(self.inner.addr)?;
+                        self.inner.sessions().clear();
+                        *life = serve(&self.inner, listener);
+                        return Ok(());
+                    }
+                }
+            };
+            if done.wait_for(|d| *d).await.is_err() {
+                // The accept task vanished without finishing its stop (a panic or a
+                // runtime shutdown): the listener went with it, so count it as stopped.
+                let mut life = lock(&self.inner.life);
+                if matches!(*life, Life::Stopping { .. }) {
+                    *life = Life::Stopped;
+                }
+            }
         }
-        let listener = TcpListener::bind(self.inner.addr).await?;
-        self.inner.running.store(true, Ordering::SeqCst);
-        self.spawn_acceptor(listener);
-        Ok(())
     }
 
-    /// True while serving.
+    /// True while serving (false from the moment a kill begins).
     pub fn is_running(&self) -> bool {
-        self.inner.running.load(Ordering::SeqCst)
+        matches!(*lock(&self.inner.life), Life::Serving { .. })
     }
 
-    /// Sessions held in memory.
+    /// Live sessions held in memory.
     pub fn sessions(&self) -> usize {
-        self.sessions_lock().len()
+        self.inner.sessions().len()
     }
 
-    /// Requests served.
+    /// Requests served since start (kills and revives do not reset it).
     pub fn requests(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
     }
+}
 
-    fn sessions_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner())
+/// A listener on `addr` with `SO_REUSEADDR`, so a revive can take the port
+/// back while the killed connections sit in `TIME_WAIT`.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Spawns the accept task of one serving period and returns the state that controls it.
+fn serve(inner: &Arc<Inner>, listener: TcpListener) -> Life {
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (done_tx, done_rx) = watch::channel(false);
+    tokio::spawn(accept_loop(Arc::clone(inner), listener, stop_rx, done_tx));
+    Life::Serving {
+        stop: stop_tx,
+        done: done_rx,
     }
 }
 
-async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
-    let kill = inner.generation.subscribe();
+async fn accept_loop(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    mut stop: oneshot::Receiver<()>,
+    done: watch::Sender<bool>,
+) {
+    let mut conns = JoinSet::new();
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        tokio::select! {
+            // A send or a dropped sender: either way, stop.
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    conns.spawn(connection(Arc::clone(&inner), stream));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a little.
+                    tracing::debug!(backend = %inner.name, error = %e, "demo backend accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            // Reap finished connections so the set does not grow.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    // Connects are refused from here on.
+    drop(listener);
+    // Aborts every connection (a request in flight, a stall, a tunnel) and
+    // waits until each has dropped its socket.
+    conns.shutdown().await;
+    inner.sessions().clear();
+    {
+        let mut life = lock(&inner.life);
+        if matches!(*life, Life::Stopping { .. }) {
+            *life = Life::Stopped;
+        }
+    }
+    done.send_replace(true);
+}
+
+/// One client connection: HTTP/1.1 keep-alive, and after a `101` the echo tunnel.
+async fn connection(inner: Arc<Inner>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    // The handler leaves a pending upgrade here; it is carried out in this
+    // task, so a kill aborts the tunnel along with the connection.
+    let upgrade: Arc<Mutex<Option<OnUpgrade>>> = Arc::default();
+    let service = {
         let inner = Arc::clone(&inner);
-        let mut conn_kill = kill.clone();
-        tokio::spawn(async move {
-            let svc_inner = Arc::clone(&inner);
-            let service = service_fn(move |req| {
-                let inner = Arc::clone(&svc_inner);
-                async move { Ok::<_, Infallible>(handle(&inner, req).await) }
-            });
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::select! {
-                _ = conn => {}
-                _ = conn_kill.changed() => {}
-            }
-        });
+        let upgrade = Arc::clone(&upgrade);
+        service_fn(move |req| {
+            let inner = Arc::clone(&inner);
+            let upgrade = Arc::clone(&upgrade);
+            async move { Ok::<_, Infallible>(handle(&inner, &upgrade, req).await) }
+        })
+    };
+    let served = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = served {
+        tracing::trace!(backend = %inner.name, error = %e, "demo backend connection ended");
+        return;
+    }
+    let pending = lock(&upgrade).take();
+    if let Some(pending) = pending
+        && let Ok(upgraded) = pending.await
+    {
+        let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+        if tokio::io::copy(&mut reader, &mut writer).await.is_ok() {
+            let _ = writer.shutdown().await;
+        }
     }
 }
 
@@ -179,78 +306,106 @@ fn answer(inner: &Inner, status: StatusCode, text: &str) -> Response<Full<Bytes>
     r
 }
 
-/// The session id a request carries: cookie, then header, then query.
+/// The session id a request carries: the `session_id` cookie, else the
+/// `X-Session-ID` header, else the `session` query parameter.
 fn session_id(req: &Request<Incoming>) -> Option<String> {
     cookie_values(req.headers(), "session_id")
         .find(|v| !v.is_empty())
-        .or_else(|| req.headers().get("x-session-id").and_then(|v| v.to_str().ok()))
+        .or_else(|| {
+            req.headers()
+                .get("x-session-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+        })
         .or_else(|| req.uri().query().and_then(|q| query_value(q, "session")))
         .map(str::to_owned)
 }
 
-async fn handle(inner: &Arc<Inner>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Reads a request body and throws it away. `Ok(true)` when it was longer
+/// than [`MAX_BODY`]. A too-large body is still read up to [`DRAIN_LIMIT`] so
+/// the client can finish sending and read the 413 (and keep its connection);
+/// past that, reading stops and hyper closes the connection after answering.
+async fn discard_body(body: &mut Incoming) -> Result<bool, hyper::Error> {
+    if body.size_hint().lower() > DRAIN_LIMIT {
+        return Ok(true);
+    }
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            seen += data.len() as u64;
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    Ok(seen > MAX_BODY as u64)
+}
+
+async fn handle(
+    inner: &Arc<Inner>,
+    upgrade: &Mutex<Option<OnUpgrade>>,
+    mut req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     inner.requests.fetch_add(1, Ordering::Relaxed);
-    if req.headers().contains_key(header::UPGRADE) {
-        return upgrade(inner, &mut req);
+    if req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE) {
+        return switch_protocols(inner, upgrade, &mut req);
     }
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or("").to_owned();
+    match discard_body(req.body_mut()).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return answer(
+                inner,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ": request body too large (limit 1 MiB)",
+            );
+        }
+        Err(_) => return answer(inner, StatusCode::BAD_REQUEST, ": unreadable request body"),
+    }
+    let query = req.uri().query().unwrap_or("");
     let sid = session_id(&req);
-    if Limited::new(req.into_body(), MAX_BODY).collect().await.is_err() {
-        return answer(inner, StatusCode::PAYLOAD_TOO_LARGE, ": request body too large");
-    }
-    let lock = || inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
-    let who =
-        |sid: &Option<String>| -> Option<String> { sid.as_ref().and_then(|id| lock().get(id).map(|s| s.user.clone())) };
     let unknown = || answer(inner, StatusCode::UNAUTHORIZED, ": who are you? please log in");
-    match (&method, path.as_str()) {
+    // Locks the sessions for a moment (no `.await` inside) and lets go before answering.
+    let with_session = |f: &mut dyn FnMut(&mut Session) -> String| -> Option<String> {
+        let id = sid.as_deref()?;
+        inner.sessions().get_mut(id).map(f)
+    };
+    match (req.method(), req.uri().path()) {
         (&Method::GET, "/") => answer(inner, StatusCode::OK, ""),
         (&Method::GET, "/health") => answer(inner, StatusCode::OK, ": ok"),
         (&Method::POST, "/login") => {
-            let user = query_value(&query, "user").unwrap_or("guest").to_owned();
+            let user = query_value(query, "user").unwrap_or("guest").to_owned();
             let id = format!("{:016x}", fastrand::u64(..));
-            lock().insert(
-                id.clone(),
-                Session {
-                    user: user.clone(),
-                    cart: Vec::new(),
-                },
-            );
-            let mut r = answer(inner, StatusCode::OK, &format!(": welcome {user} (session {id})"));
+            let text = format!(": welcome {user} (session {id})");
+            inner.sessions().insert(id.clone(), Session { user, cart: Vec::new() });
+            let mut r = answer(inner, StatusCode::OK, &text);
             if let Ok(v) = HeaderValue::from_str(&format!("session_id={id}; Path=/; HttpOnly")) {
                 r.headers_mut().append(header::SET_COOKIE, v);
             }
             r
         }
-        (&Method::GET, "/profile") => match who(&sid) {
-            Some(user) => answer(inner, StatusCode::OK, &format!(": profile of {user}")),
+        (&Method::GET, "/profile") => match with_session(&mut |s| format!(": profile of {}", s.user)) {
+            Some(text) => answer(inner, StatusCode::OK, &text),
             None => unknown(),
         },
         (&Method::POST, "/cart") => {
-            let item = query_value(&query, "item").unwrap_or("something").to_owned();
-            let added = sid.as_ref().and_then(|id| {
-                let mut sessions = lock();
-                let s = sessions.get_mut(id)?;
-                s.cart.push(item.clone());
-                Some(s.cart.len())
+            let item = query_value(query, "item").unwrap_or("something");
+            let added = with_session(&mut |s| {
+                s.cart.push(item.to_owned());
+                format!(": added {item} ({} items)", s.cart.len())
             });
             match added {
-                Some(n) => answer(inner, StatusCode::OK, &format!(": added {item} ({n} items)")),
+                Some(text) => answer(inner, StatusCode::OK, &text),
                 None => unknown(),
             }
         }
         (&Method::GET, "/cart") => {
-            let cart = sid
-                .as_ref()
-                .and_then(|id| lock().get(id).map(|s| (s.user.clone(), s.cart.join(", "))));
-            match cart {
-                Some((user, items)) => answer(inner, StatusCode::OK, &format!(": cart of {user}: {items}")),
+            match with_session(&mut |s| format!(": cart of {}: {}", s.user, s.cart.join(", "))) {
+                Some(text) => answer(inner, StatusCode::OK, &text),
                 None => unknown(),
             }
         }
         (&Method::POST, "/logout") => {
-            let gone = sid.as_ref().and_then(|id| lock().remove(id));
+            let gone = sid.as_deref().and_then(|id| inner.sessions().remove(id));
             match gone {
                 Some(s) => {
                     let mut r = answer(inner, StatusCode::OK, &format!(": goodbye {}", s.user));
@@ -263,33 +418,33 @@ async fn handle(inner: &Arc<Inner>, mut req: Request<Incoming>) -> Response<Full
                 None => unknown(),
             }
         }
+        // `/sleep` and `/stall` take any method (the proxy tests POST them).
         (_, "/sleep") => {
-            let ms = query_value(&query, "ms").and_then(|v| v.parse().ok()).unwrap_or(0u64);
-            tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
-            answer(inner, StatusCode::OK, &format!(": slept {ms} ms"))
+            let ms: u64 = query_value(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let nap = Duration::from_millis(ms).min(MAX_SLEEP);
+            tokio::time::sleep(nap).await;
+            answer(inner, StatusCode::OK, &format!(": slept {} ms", nap.as_millis()))
         }
+        // Never answers; dropped with the connection (by the client or by a kill).
         (_, "/stall") => std::future::pending().await,
         _ => answer(inner, StatusCode::NOT_FOUND, ": no such page"),
     }
 }
 
-/// Switches protocols and echoes every byte back until the peer closes.
-fn upgrade(inner: &Arc<Inner>, req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers `101 Switching Protocols` with the same `Upgrade`, and leaves the
+/// pending upgrade for the connection task, which echoes every byte back.
+fn switch_protocols(
+    inner: &Arc<Inner>,
+    upgrade: &Mutex<Option<OnUpgrade>>,
+    req: &mut Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let protocol = req.headers().get(header::UPGRADE).cloned();
-    let on_upgrade = hyper::upgrade::on(req);
-    let mut kill = inner.generation.subscribe();
-    tokio::spawn(async move {
-        if let Ok(upgraded) = on_upgrade.await {
-            let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
-            tokio::select! {
-                _ = tokio::io::copy(&mut reader, &mut writer) => {}
-                _ = kill.changed() => {}
-            }
-        }
-    });
-    let mut r = answer(inner, StatusCode::SWITCHING_PROTOCOLS, "");
-    *r.body_mut() = Full::new(Bytes::new());
-    r.headers_mut().remove(header::CONTENT_TYPE);
+    *lock(upgrade) = Some(hyper::upgrade::on(req));
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    if let Ok(v) = HeaderValue::from_str(&inner.name) {
+        r.headers_mut().insert("x-backend", v);
+    }
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     if let Some(p) = protocol {
@@ -298,12 +453,14 @@ fn upgrade(inner: &Arc<Inner>, req: &mut Request<Incoming>) -> Response<Full<Byt
     r
 }
 
-/// Runs one demo backend as its own process until Ctrl-C or SIGTERM.
+/// Runs one demo backend as its own process until Ctrl-C or SIGTERM
+/// (`ringside demo-backend --name api-9 --listen 127.0.0.1:8089`), printing
+/// one line with its address once bound.
 pub async fn run_standalone(name: &str, listen: SocketAddr) -> anyhow::Result<()> {
     crate::router::backend::validate_name(name)?;
     let backend = DemoBackend::start(name, listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (is the port taken? try another --listen)"))?;
     println!("demo backend {name} listening on http://{}", backend.addr());
     crate::app::wait_for_signal().await;
     backend.kill().await;
