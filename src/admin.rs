@@ -89,15 +89,23 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<AdminB
     json_response(status, &json!({ "error": message.to_string() }))
 }
 
+/// Compares in time that depends only on the lengths, so a wrong token
+/// says nothing about how much of it was right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 fn ok(text: String) -> Response<AdminBody> {
     json_response(StatusCode::OK, &json!({ "ok": text }))
 }
 
 async fn handle(engine: &Arc<Engine>, req: Request<Incoming>) -> Response<AdminBody> {
     if let Some(token) = &engine.config().admin.token {
-        let expected = format!("Bearer {token}");
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if given != Some(expected.as_str()) {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if !given.is_some_and(|g| same_secret(g, token.as_bytes())) {
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -380,6 +388,16 @@ fn metrics(engine: &Arc<Engine>) -> Response<AdminBody> {
         "Requests sent to another backend after a failed connect.",
         s.redispatched,
     );
+    counter(
+        "smuggling_refused_total",
+        "Requests refused for carrying both Content-Length and Transfer-Encoding.",
+        s.smuggling_refused,
+    );
+    counter(
+        "closed_by_drain_total",
+        "Backend connections closed at a drain's timeout.",
+        s.closed_by_drain,
+    );
     counter("dropped_events_total", "Events subscribers missed.", s.dropped_events);
     counter(
         "lost_sessions_total",
@@ -401,6 +419,11 @@ fn metrics(engine: &Arc<Engine>) -> Response<AdminBody> {
         "# HELP ringside_sessions Live sessions.\n# TYPE ringside_sessions gauge"
     );
     let _ = writeln!(out, "ringside_sessions {}", s.router.sessions);
+    let _ = writeln!(
+        out,
+        "# HELP ringside_client_connections Client connections open.\n# TYPE ringside_client_connections gauge\nringside_client_connections {}",
+        s.client_connections
+    );
     let backends = engine.backends_view();
     for (metric, help) in [
         ("backend_up", "1 when the backend takes or keeps sessions."),

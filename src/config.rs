@@ -638,4 +638,50 @@ mod tests {
             assert!(err.contains(needle), "{text:?} → {err}");
         }
     }
+
+    #[test]
+    fn every_checked_key_is_named_when_wrong() {
+        let cases = [
+            (
+                "[[backends]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\nweight = 0",
+                "backends",
+            ),
+            ("[[backends]]\nname = \"a\"\naddr = \"nowhere\"", "addr"),
+            ("[routing]\nvnodes = 10001", "routing.vnodes"),
+            ("[routing]\nbound_factor = 1.0", "routing.bound_factor"),
+            ("[routing]\nvnode_hash = \"md5\"", "vnode_hash"),
+            ("[affinity]\nmode = \"magic\"", "mode"),
+            ("[affinity]\nprotection = \"rot13\"", "protection"),
+            ("[affinity]\ncookie_name = \"a;b\"", "affinity.cookie_name"),
+            ("[affinity]\napp_cookie = \"\"", "affinity.app_cookie"),
+            ("[affinity]\nheader = \"x y\"", "affinity.header"),
+            ("[affinity]\nquery_param = \"a=b\"", "affinity.query_param"),
+            ("[health]\npath = \"health\"", "health.path"),
+            ("[health]\ninterval_ms = 5", "health.interval_ms"),
+            ("[health]\ntimeout_ms = 0", "health.timeout_ms"),
+            ("[health]\nrise = 101", "health.rise"),
+            ("[health]\nfall = -1", "fall"),
+            ("[proxy]\nconnect_timeout_ms = 3600001", "proxy.connect_timeout_ms"),
+            ("[proxy]\nbackend_timeout_ms = 1", "proxy.backend_timeout_ms"),
+            ("[proxy]\nheader_read_timeout_ms = 9", "proxy.header_read_timeout_ms"),
+            ("[proxy]\nmax_header_bytes = 100", "proxy.max_header_bytes"),
+            ("[proxy]\nthreads = 65", "proxy.threads"),
+            ("[proxy]\nretries = 11", "proxy.retries"),
+            ("[proxy]\nturbo = true", "turbo"),
+            ("[drain]\ntimeout_secs = 0", "drain.timeout_secs"),
+            ("[sessions]\nidle_timeout_secs = 0", "sessions.idle_timeout_secs"),
+            ("[sessions]\nmax = 0", "sessions.max"),
+            ("[admin]\ntoken = \"short\"", "admin.token"),
+            ("[demo]\nbackends = 65", "demo.backends"),
+            ("[demo]\nhealth_interval_ms = 0", "demo.health_interval_ms"),
+            ("[traffic]\nrate = 0.0", "traffic.rate"),
+            ("[traffic]\nclients = 0", "traffic.clients"),
+            ("[traffic]\nrate = \"fast\"", "rate"),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.starts_with("test.toml"), "{err}");
+            assert!(err.contains(needle), "{text:?} → {err}");
+        }
+    }
 }

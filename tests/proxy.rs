@@ -648,6 +648,11 @@ async fn a_drain_timeout_closes_open_tunnels() {
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(5 * SECS, s.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the tunnel was not closed at the drain timeout");
+    assert_eq!(
+        lb.engine.stats_view().closed_by_drain,
+        1,
+        "the closed tunnel is counted"
+    );
     lb.wait_state("api-1", "removed", 3 * SECS).await;
     lb.engine.shutdown().await;
 }

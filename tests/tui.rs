@@ -19,7 +19,9 @@ impl Tmux {
             eprintln!("skipped: tmux is not installed");
             return None;
         }
-        let session = format!("ringside-test-{}", std::process::id());
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = format!("ringside-test-{}-{n}", std::process::id());
         let status = Command::new("tmux")
             .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "48", command])
             .status()
@@ -121,4 +123,25 @@ fn keys_drain_kill_and_revive_a_backend_and_q_leaves_a_clean_shell() {
         "the dashboard was left on the screen:\n{after}"
     );
     let _ = std::fs::remove_file(log);
+}
+
+#[test]
+fn a_bad_config_is_reported_without_touching_the_terminal() {
+    let file = std::env::temp_dir().join(format!("ringside-tui-bad-{}.toml", std::process::id()));
+    std::fs::write(&file, "[routing]\nvnodes = 0\n").unwrap();
+    let command = format!(
+        "printf 'before\\n'; {} --config {}; echo EXITED $?; sleep 30",
+        env!("CARGO_BIN_EXE_ringside"),
+        file.display()
+    );
+    let Some(tmux) = Tmux::start(&command) else { return };
+    let screen = tmux.wait("the error", Duration::from_secs(20), |s| s.contains("EXITED"));
+    assert!(screen.contains("EXITED 1"), "{screen}");
+    assert!(
+        screen.contains("routing.vnodes") && screen.contains("use 1 to 10000"),
+        "{screen}"
+    );
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.first(), Some(&"before"), "the screen was cleared:\n{screen}");
+    let _ = std::fs::remove_file(file);
 }

@@ -47,6 +47,9 @@ pub enum StartError {
         /// The OS error (e.g. address in use).
         source: std::io::Error,
     },
+    /// The configuration is invalid (checked again here, whoever built it).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The cookie secret is unusable.
     #[error(transparent)]
     Secret(#[from] crate::router::lb_cookie::ShortSecret),
@@ -126,6 +129,7 @@ impl Engine {
     /// sweeper. With no external backend in `config`, demo backends start.
     /// `traffic` starts the synthetic clients.
     pub async fn start(config: Config, traffic: bool) -> Result<Running, StartError> {
+        config.validate("the configuration")?;
         let clock = Clock::start();
         let bus = Arc::new(EventBus::new(clock));
         let router = Arc::new(Router::new(
@@ -826,13 +830,24 @@ async fn drain_loop(engine: std::sync::Weak<Engine>, backend: Arc<Backend>) {
             if let Some(u) = e.upstreams.get(backend.id) {
                 u.pool.close_all();
             }
+            e.proxy
+                .stats()
+                .closed_by_drain
+                .fetch_add(active, std::sync::atomic::Ordering::Relaxed);
             match e.router.set_state(&backend.name, BackendState::Removed) {
                 Ok(Some(summary)) => tracing::info!("drain of {} ended ({reason}) — {summary}", backend.name),
                 Ok(None) => {}
                 Err(err) => tracing::warn!("drain of {}: {err}", backend.name),
             }
-            e.bus
-                .publish(BusEvent::Command(format!("drain of {} ended ({reason})", backend.name)));
+            let closed = match active {
+                0 => String::new(),
+                1 => ", 1 connection closed".into(),
+                n => format!(", {n} connections closed"),
+            };
+            e.bus.publish(BusEvent::Command(format!(
+                "drain of {} ended ({reason}{closed})",
+                backend.name
+            )));
             return;
         }
     }

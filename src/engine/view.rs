@@ -56,6 +56,12 @@ pub struct StatsView {
     pub redispatched: u64,
     /// Tunnels opened.
     pub tunnels: u64,
+    /// Requests refused for carrying both framing headers.
+    pub smuggling_refused: u64,
+    /// Client connections open now.
+    pub client_connections: u64,
+    /// Connections closed at a drain's timeout.
+    pub closed_by_drain: u64,
     /// Events subscribers missed.
     pub dropped_events: u64,
     /// Per-request events left out by sampling.
@@ -158,6 +164,9 @@ impl Engine {
             },
             redispatched: get(&p.redispatched),
             tunnels: get(&p.tunnels),
+            smuggling_refused: get(&p.smuggling_refused),
+            client_connections: get(&p.client_connections),
+            closed_by_drain: get(&p.closed_by_drain),
             dropped_events: self.bus.dropped(),
             sampled_out_events: self.bus.sampled_out(),
             lost_sessions: self.traffic_stats().map_or(0, |t| t.lost_sessions),

@@ -6,6 +6,7 @@
 //! shard briefly, and never waits on the dashboard.
 
 pub mod body;
+pub mod framing;
 pub mod headers;
 pub mod latency;
 pub mod pool;
@@ -31,6 +32,7 @@ use crate::clock::Clock;
 use crate::router::affinity::{Affinity, AffinityMode, RequestView};
 use crate::router::{Backend, BackendId, Route, Router, SessionKey};
 use body::{ActiveGuard, ProxyBody, StreamedBody, plain};
+use framing::{FramingGuard, FramingWatch};
 use headers::{CookieAttributes, SetCookie};
 use pool::UpstreamBody;
 use upstream::{Upstream, Upstreams};
@@ -77,6 +79,13 @@ pub struct ProxyStats {
     pub redispatched: AtomicU64,
     /// Upgraded connections (tunnels) opened.
     pub tunnels: AtomicU64,
+    /// Requests refused for carrying both `Content-Length` and
+    /// `Transfer-Encoding`.
+    pub smuggling_refused: AtomicU64,
+    /// Client connections open now (a gauge).
+    pub client_connections: AtomicU64,
+    /// Backend connections still open at a drain's timeout, and closed.
+    pub closed_by_drain: AtomicU64,
 }
 
 /// The proxy and everything its requests need.
@@ -187,9 +196,14 @@ impl Proxy {
             let proxy = Arc::clone(&self);
             let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
+                proxy.stats.client_connections.fetch_add(1, Ordering::Relaxed);
+                let _open = OpenConnection(&proxy.stats.client_connections);
+                let watch = Arc::new(FramingWatch::default());
+                let stream = FramingGuard::new(stream, Arc::clone(&watch));
                 let service = service_fn(|req| {
                     let proxy = Arc::clone(&proxy);
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                    let ambiguous = watch.next_is_ambiguous();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, ambiguous).await) }
                 });
                 let mut builder = http1::Builder::new();
                 builder
@@ -210,9 +224,23 @@ impl Proxy {
     }
 
     /// One request, start to finish.
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    /// `ambiguous`: the head carried both `Content-Length` and
+    /// `Transfer-Encoding` (see [`framing`]); refused, never forwarded.
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, ambiguous: bool) -> Response<ProxyBody> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let response = self.forward(req, peer).await;
+        let response = if ambiguous {
+            self.stats.smuggling_refused.fetch_add(1, Ordering::Relaxed);
+            drop(req);
+            let mut r = error(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: both Content-Length and Transfer-Encoding\n",
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        } else {
+            self.forward(req, peer).await
+        };
         let class = (response.status().as_u16() / 100) as usize;
         if let Some(c) = self.stats.by_class.get(class) {
             c.fetch_add(1, Ordering::Relaxed);
@@ -287,7 +315,7 @@ impl Proxy {
                         self.health.connects_failing(&route.backend);
                     }
                     if !self.redispatch(&mut route, &mut tried, &mut attempts) {
-                        return self.gave_up(attempts);
+                        return self.gave_up(attempts, false);
                     }
                     continue;
                 }
@@ -326,7 +354,7 @@ impl Proxy {
                         }
                     };
                     if !self.redispatch(&mut route, &mut tried, &mut attempts) {
-                        return self.gave_up(attempts);
+                        return self.gave_up(attempts, true);
                     }
                     continue;
                 }
@@ -353,15 +381,19 @@ impl Proxy {
         }
     }
 
-    /// The answer when redispatch gave up: 502 when the retries were spent,
-    /// 503 when nothing else was available.
-    fn gave_up(&self, attempts: u32) -> Response<ProxyBody> {
+    /// The answer when redispatch gave up: 502 when the retries were spent
+    /// or a backend failed after taking the request (`backend_failed`), 503
+    /// when no backend could take it at all.
+    fn gave_up(&self, attempts: u32, backend_failed: bool) -> Response<ProxyBody> {
         if attempts > self.settings.retries {
             self.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
             error(
                 StatusCode::BAD_GATEWAY,
                 "502 Bad Gateway: no backend could be reached\n",
             )
+        } else if backend_failed {
+            self.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
+            error(StatusCode::BAD_GATEWAY, "502 Bad Gateway: the backend failed\n")
         } else {
             self.unavailable()
         }
@@ -439,6 +471,15 @@ impl Proxy {
             StatusCode::BAD_GATEWAY,
             "502 Bad Gateway: the backend is not known to the proxy\n",
         )
+    }
+}
+
+/// Counts a client connection until dropped.
+struct OpenConnection<'a>(&'a AtomicU64);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
