@@ -424,6 +424,51 @@ fn metrics(engine: &Arc<Engine>) -> Response<AdminBody> {
         "# HELP ringside_client_connections Client connections open.\n# TYPE ringside_client_connections gauge\nringside_client_connections {}",
         s.client_connections
     );
+    if let Some(store) = &s.store {
+        let _ = writeln!(
+            out,
+            "# HELP ringside_store_up 1 when the session store is connected.\n# TYPE ringside_store_up gauge\nringside_store_up {}",
+            u8::from(store.state == crate::store::StoreState::Ok)
+        );
+        for (name, help, value) in [
+            (
+                "store_degraded_total",
+                "Times the session store became degraded.",
+                store.degraded_total,
+            ),
+            ("store_errors_total", "Failed session store operations.", store.errors),
+            (
+                "store_lookups_total",
+                "Local misses asked of the session store.",
+                store.lookups,
+            ),
+            (
+                "store_hits_total",
+                "Session store lookups that found a session.",
+                store.hits,
+            ),
+            (
+                "store_writes_total",
+                "Session changes written to the store.",
+                store.writes,
+            ),
+            (
+                "store_dropped_writes_total",
+                "Session changes dropped while the store was away.",
+                store.dropped_writes,
+            ),
+            (
+                "store_remote_updates_total",
+                "Moves and ends taken from other balancers.",
+                store.remote_updates,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP ringside_{name} {help}\n# TYPE ringside_{name} counter\nringside_{name} {value}"
+            );
+        }
+    }
     let backends = engine.backends_view();
     for (metric, help) in [
         ("backend_up", "1 when the backend takes or keeps sessions."),

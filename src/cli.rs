@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// Bearer token for the admin API (required beyond loopback).
     #[arg(long, value_name = "TOKEN")]
     pub admin_token: Option<String>,
+    /// Share the session table through Redis, e.g. redis://127.0.0.1:6379
+    /// (needs the same cookie secret on every balancer).
+    #[arg(long, value_name = "URL")]
+    pub session_store: Option<String>,
     /// Placement for new sessions.
     #[arg(long)]
     pub placement: Option<Placement>,
@@ -105,6 +109,12 @@ impl RunArgs {
         }
         if let Some(v) = &self.admin_token {
             c.admin.token = Some(v.clone());
+        }
+        if let Some(v) = &self.session_store {
+            c.sessions.store = Some(v.clone());
+        }
+        if c.affinity.secret.is_none() {
+            c.affinity.secret = std::env::var(crate::engine::SECRET_ENV).ok().filter(|s| !s.is_empty());
         }
         if let Some(v) = self.placement {
             c.routing.placement = v;

@@ -242,6 +242,11 @@ pub struct SessionsConfig {
     pub idle_timeout_secs: u32,
     /// The table's cap.
     pub max: usize,
+    /// A shared session store (`redis://host:port`); `None` keeps the table
+    /// in memory only.
+    pub store: Option<String>,
+    /// Longest wait for the store on a local miss before routing without it.
+    pub store_timeout_ms: u64,
 }
 
 impl Default for SessionsConfig {
@@ -249,6 +254,8 @@ impl Default for SessionsConfig {
         SessionsConfig {
             idle_timeout_secs: 1800,
             max: 1_000_000,
+            store: None,
+            store_timeout_ms: 50,
         }
     }
 }
@@ -500,6 +507,21 @@ impl Config {
                 format!("is {}; use 1 to 100000000", self.sessions.max),
             ));
         }
+        if let Some(url) = &self.sessions.store {
+            crate::store::check_url(url).map_err(|e| bad("sessions.store", e.to_string()))?;
+            if self.affinity.secret.is_none() {
+                return Err(bad(
+                    "sessions.store",
+                    "needs a cookie secret (affinity.secret or RINGSIDE_COOKIE_SECRET), the same on every balancer that shares the store".into(),
+                ));
+            }
+        }
+        if !(1..=10_000).contains(&self.sessions.store_timeout_ms) {
+            return Err(bad(
+                "sessions.store_timeout_ms",
+                format!("is {}; use 1 to 10000", self.sessions.store_timeout_ms),
+            ));
+        }
         if self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
             return Err(bad(
                 "admin.listen",
@@ -677,6 +699,12 @@ mod tests {
             ("[traffic]\nrate = 0.0", "traffic.rate"),
             ("[traffic]\nclients = 0", "traffic.clients"),
             ("[traffic]\nrate = \"fast\"", "rate"),
+            ("[sessions]\nstore = \"memcached://x\"", "sessions.store"),
+            (
+                "[sessions]\nstore = \"redis://127.0.0.1:6379\"",
+                "needs a cookie secret",
+            ),
+            ("[sessions]\nstore_timeout_ms = 0", "sessions.store_timeout_ms"),
         ];
         for (text, needle) in cases {
             let err = parse(text).unwrap_err().to_string();

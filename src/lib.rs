@@ -31,3 +31,4 @@ pub mod experiment;
 pub mod proxy;
 pub mod router;
 pub mod sim;
+pub mod store;

@@ -101,6 +101,7 @@ fn fixture() -> App {
             ended: 0,
             reassigned: 1032,
             forged_cookies: 1,
+            synced: 0,
             routed: 9500,
             unroutable: 0,
         },
@@ -119,6 +120,7 @@ fn fixture() -> App {
         smuggling_refused: 0,
         client_connections: 0,
         closed_by_drain: 0,
+        store: None,
         dropped_events: 17,
         sampled_out_events: 200,
         lost_sessions: 9,
@@ -465,4 +467,33 @@ fn events_update_the_state() {
     assert_eq!((app.rps, app.errors_per_sec), (120, 3));
     app.tick_second();
     assert!(app.history_of("api-1").is_some());
+}
+
+#[test]
+fn the_header_shows_the_session_store_and_its_trouble() {
+    let mut app = fixture();
+    let view = |state| ringside::store::StoreView {
+        url: "redis://127.0.0.1:6379".into(),
+        state,
+        degraded_total: 1,
+        errors: 3,
+        lookups: 10,
+        hits: 9,
+        writes: 100,
+        dropped_writes: 0,
+        remote_updates: 2,
+        resyncs: 2,
+        pending: 0,
+    };
+    for (state, text) in [
+        (ringside::store::StoreState::Ok, "store redis ok"),
+        (ringside::store::StoreState::Degraded, "store REDIS DEGRADED"),
+    ] {
+        app.snapshot.stats.as_mut().unwrap().store = Some(view(state));
+        let top = screen(&render(&app, 160, 48));
+        let header = top.lines().next().unwrap();
+        assert!(header.contains(text), "{header}");
+    }
+    app.snapshot.stats.as_mut().unwrap().store = None;
+    assert!(!screen(&render(&app, 160, 48)).contains("store"));
 }

@@ -7,10 +7,15 @@ use std::time::{Duration, Instant};
 
 struct Tmux {
     session: String,
+    /// One tmux test at a time: parallel first starts race for the server.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Tmux {
     fn start(command: &str) -> Option<Tmux> {
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         if Command::new("tmux").arg("-V").output().is_err() {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -27,7 +32,7 @@ impl Tmux {
             .status()
             .unwrap();
         assert!(status.success());
-        Some(Tmux { session })
+        Some(Tmux { session, _turn: turn })
     }
 
     fn screen(&self) -> String {

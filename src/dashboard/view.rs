@@ -168,7 +168,7 @@ fn draw_header(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
     let label = |t: &'static str| Span::styled(t, theme.fg(Color::DarkGray));
     let affinity = stats.map_or("-".into(), |st| st.affinity.clone());
     let placement = stats.map_or("-".into(), |st| st.placement.clone());
-    let line1 = Line::from(vec![
+    let mut line1 = Line::from(vec![
         Span::styled(" ringside ", bold.patch(theme.fg(Color::Cyan))),
         label(" proxy "),
         Span::raw(s.proxy.clone()),
@@ -179,6 +179,17 @@ fn draw_header(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         label(if wide { "  placement " } else { " · " }),
         Span::styled(placement, bold),
     ]);
+    if let Some(store) = stats.and_then(|st| st.store.as_ref()) {
+        use crate::store::StoreState;
+        let (text, style) = match store.state {
+            StoreState::Ok => ("redis ok", theme.fg(Color::Green)),
+            StoreState::Connecting => ("redis connecting", theme.fg(Color::Yellow)),
+            StoreState::Degraded => ("REDIS DEGRADED", theme.fg(Color::Red).add_modifier(Modifier::BOLD)),
+        };
+        line1
+            .spans
+            .extend([label(if wide { "  store " } else { " · " }), Span::styled(text, style)]);
+    }
     let err_rate = if app.rps == 0 {
         0.0
     } else {

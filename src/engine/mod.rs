@@ -28,6 +28,7 @@ use crate::proxy::{PassiveHealth, Proxy, ProxySettings};
 use crate::router::affinity::{Affinity, AffinityConfig, IpNet};
 use crate::router::lb_cookie::CookieCodec;
 use crate::router::{Backend, BackendId, BackendSpec, BackendState, Router, RouterConfig};
+use crate::store::RedisStore;
 pub use command::{Command, CommandError};
 use health::{HealthProgress, Verdict};
 
@@ -50,6 +51,9 @@ pub enum StartError {
     /// The configuration is invalid (checked again here, whoever built it).
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The session store address is unusable.
+    #[error(transparent)]
+    Store(#[from] crate::store::BadStoreUrl),
     /// The cookie secret is unusable.
     #[error(transparent)]
     Secret(#[from] crate::router::lb_cookie::ShortSecret),
@@ -93,6 +97,7 @@ pub struct Engine {
     affinity: Arc<Affinity>,
     upstreams: Arc<Upstreams>,
     proxy: Arc<Proxy>,
+    store: Option<Arc<RedisStore>>,
     runtimes: Mutex<HashMap<BackendId, Runtime>>,
     traffic: Mutex<Option<Traffic>>,
     shutdown: watch::Sender<bool>,
@@ -128,27 +133,40 @@ impl Engine {
     /// Binds everything and starts the proxy, backends, health checks and
     /// sweeper. With no external backend in `config`, demo backends start.
     /// `traffic` starts the synthetic clients.
-    pub async fn start(config: Config, traffic: bool) -> Result<Running, StartError> {
+    pub async fn start(mut config: Config, traffic: bool) -> Result<Running, StartError> {
+        if config.affinity.secret.is_none() {
+            config.affinity.secret = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty());
+        }
         config.validate("the configuration")?;
         let clock = Clock::start();
         let bus = Arc::new(EventBus::new(clock));
-        let router = Arc::new(Router::new(
-            RouterConfig {
-                vnodes_per_weight: config.routing.vnodes,
-                vnode_hash: config.routing.vnode_hash,
-                placement: config.routing.placement,
-                bound_factor: config.routing.bound_factor,
-                idle_timeout_secs: config.sessions.idle_timeout_secs,
-                max_sessions: config.sessions.max,
-                seed: None,
-            },
-            bus.clone(),
-        ));
-        let secret = config
-            .affinity
-            .secret
-            .clone()
-            .or_else(|| std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty()));
+        let router_config = RouterConfig {
+            vnodes_per_weight: config.routing.vnodes,
+            vnode_hash: config.routing.vnode_hash,
+            placement: config.routing.placement,
+            bound_factor: config.routing.bound_factor,
+            idle_timeout_secs: config.sessions.idle_timeout_secs,
+            max_sessions: config.sessions.max,
+            seed: None,
+        };
+        let secret = config.affinity.secret.clone();
+        let store = match (&config.sessions.store, &secret) {
+            (Some(url), Some(secret)) => {
+                let store = RedisStore::new(
+                    url,
+                    config.sessions.idle_timeout_secs,
+                    Duration::from_millis(config.sessions.store_timeout_ms),
+                    Arc::clone(&bus),
+                )?;
+                Some((store, secret.as_bytes()))
+            }
+            _ => None,
+        };
+        let router = Arc::new(match &store {
+            Some((store, secret)) => Router::mirrored(router_config, bus.clone(), secret, store.clone()),
+            None => Router::new(router_config, bus.clone()),
+        });
+        let store = store.map(|(s, _)| s);
         let a = &config.affinity;
         let codec = CookieCodec::new(&a.cookie_name, a.protection, secret.as_deref().map(str::as_bytes))?;
         if codec.is_ephemeral() {
@@ -215,6 +233,7 @@ impl Engine {
                 },
             },
             health_relay.clone(),
+            store.clone(),
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let engine = Arc::new(Engine {
@@ -225,6 +244,7 @@ impl Engine {
             affinity,
             upstreams,
             proxy: Arc::clone(&proxy),
+            store: store.clone(),
             runtimes: Mutex::new(HashMap::new()),
             traffic: Mutex::new(None),
             shutdown,
@@ -268,6 +288,9 @@ impl Engine {
                 what: "proxy".into(),
                 source,
             })?;
+        if let Some(store) = &store {
+            tokio::spawn(Arc::clone(store).run(Arc::clone(&engine.router), shutdown_rx.clone()));
+        }
         tokio::spawn(sweeper(Arc::downgrade(&engine), shutdown_rx));
         if traffic {
             engine.start_traffic();
@@ -309,6 +332,11 @@ impl Engine {
             },
         );
         Ok(id)
+    }
+
+    /// The shared session store, when one is configured.
+    pub fn store(&self) -> Option<&Arc<RedisStore>> {
+        self.store.as_ref()
     }
 
     /// The router.

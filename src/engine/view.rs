@@ -62,6 +62,8 @@ pub struct StatsView {
     pub client_connections: u64,
     /// Connections closed at a drain's timeout.
     pub closed_by_drain: u64,
+    /// The shared session store, when there is one.
+    pub store: Option<crate::store::StoreView>,
     /// Events subscribers missed.
     pub dropped_events: u64,
     /// Per-request events left out by sampling.
@@ -167,6 +169,7 @@ impl Engine {
             smuggling_refused: get(&p.smuggling_refused),
             client_connections: get(&p.client_connections),
             closed_by_drain: get(&p.closed_by_drain),
+            store: self.store.as_ref().map(|s| s.view()),
             dropped_events: self.bus.dropped(),
             sampled_out_events: self.bus.sampled_out(),
             lost_sessions: self.traffic_stats().map_or(0, |t| t.lost_sessions),

@@ -30,7 +30,8 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::router::affinity::{Affinity, AffinityMode, RequestView};
-use crate::router::{Backend, BackendId, Route, Router, SessionKey};
+use crate::router::{Backend, BackendId, Route, Router, RouterError, SessionKey};
+use crate::store::RedisStore;
 use body::{ActiveGuard, ProxyBody, StreamedBody, plain};
 use framing::{FramingGuard, FramingWatch};
 use headers::{CookieAttributes, SetCookie};
@@ -96,6 +97,7 @@ pub struct Proxy {
     clock: Clock,
     settings: ProxySettings,
     health: Arc<dyn PassiveHealth>,
+    store: Option<Arc<RedisStore>>,
     stats: ProxyStats,
 }
 
@@ -116,6 +118,7 @@ impl Proxy {
         clock: Clock,
         settings: ProxySettings,
         health: Arc<dyn PassiveHealth>,
+        store: Option<Arc<RedisStore>>,
     ) -> Self {
         Proxy {
             router,
@@ -124,6 +127,7 @@ impl Proxy {
             clock,
             settings,
             health,
+            store,
             stats: ProxyStats::default(),
         }
     }
@@ -262,11 +266,21 @@ impl Proxy {
         if extracted.forged {
             self.router.note_forged_cookie();
         }
-        let mut route = match self.router.route(extracted.key, now) {
-            Ok(r) => r,
-            Err(_) => return self.unavailable(),
-        };
         drop(topo);
+        let routed = match &self.store {
+            // A session the local table lacks may live in the shared store.
+            Some(store) if store.is_available() => match self.router.route_cached(extracted.key, now) {
+                Err(RouterError::NotCached { fingerprint }) => {
+                    store.fill(&self.router, fingerprint, now).await;
+                    self.router.route(extracted.key, now)
+                }
+                other => other,
+            },
+            _ => self.router.route(extracted.key, now),
+        };
+        let Ok(mut route) = routed else {
+            return self.unavailable();
+        };
 
         let upgrade = headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));

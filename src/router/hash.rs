@@ -1,6 +1,8 @@
 //! Hash functions: key positions on the ring, vnode mixing, session fingerprints.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use siphasher::sip::SipHasher13;
 
 /// A key's position on the 2^32 ring: CRC-32 (IEEE) of its bytes, as in the
 /// source material, so positions can be checked by hand with any crc32 tool.
@@ -27,8 +29,10 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Session fingerprints: a 64-bit SipHash of the key under a per-router
-/// secret, so a client cannot craft keys that collide in the session table.
+/// Session fingerprints: a keyed 64-bit SipHash-1-3 of the key, so a client
+/// cannot craft keys that collide in the session table. The algorithm is
+/// fixed (not std's unspecified `DefaultHasher`), so balancers that share a
+/// secret compute the same fingerprints and can share a session store.
 #[derive(Debug, Clone, Copy)]
 pub struct Fingerprinter {
     secret: u64,
@@ -53,11 +57,17 @@ impl Fingerprinter {
         Fingerprinter { secret }
     }
 
+    /// A fingerprinter keyed by a shared secret's bytes: the same on every
+    /// balancer given the same secret.
+    pub fn from_shared_secret(secret: &[u8]) -> Self {
+        let mut h = SipHasher13::new_with_keys(0x7269_6e67_7369_6465, 0x6669_6e67_6572_7072);
+        h.write(secret);
+        Fingerprinter { secret: h.finish() }
+    }
+
     /// The fingerprint of `key` in `domain`.
     pub fn fingerprint(&self, domain: KeyDomain, key: &[u8]) -> u64 {
-        let mut h = BuildHasherDefault::<std::hash::DefaultHasher>::default().build_hasher();
-        h.write_u64(self.secret);
-        h.write_u8(domain as u8);
+        let mut h = SipHasher13::new_with_keys(self.secret, domain as u64);
         h.write(key);
         h.finish()
     }

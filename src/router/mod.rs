@@ -76,6 +76,27 @@ pub enum RouterError {
     /// Nothing can take the request.
     #[error("no backend is available")]
     NoBackend,
+    /// [`Router::route_cached`] found no session for the key: ask the
+    /// session store, then route again.
+    #[error("the session is not in the local table")]
+    NotCached {
+        /// The key's fingerprint.
+        fingerprint: u64,
+    },
+}
+
+/// Told of the session-table changes that other balancers must learn, to
+/// share the table through a session store. Called under a shard lock:
+/// implementations only record and return.
+pub trait SessionMirror: Send + Sync {
+    /// The session `fingerprint` was stored on `backend`: created, or still
+    /// in use (then at most a few times per idle timeout).
+    fn stored(&self, fingerprint: u64, position: u32, backend: BackendId, label: KeyLabel);
+    /// The session moved to `backend` (its backend left, a redispatch, or
+    /// the application moved it).
+    fn moved(&self, fingerprint: u64, position: u32, backend: BackendId, label: KeyLabel);
+    /// The session ended on purpose (logout).
+    fn ended(&self, fingerprint: u64);
 }
 
 /// Router settings.
@@ -183,6 +204,8 @@ pub struct RouterStats {
     pub reassigned: AtomicU64,
     /// Balancer cookies that failed verification.
     pub forged_cookies: AtomicU64,
+    /// Sessions taken in or moved from the session store.
+    pub synced: AtomicU64,
     /// Requests routed.
     pub routed: AtomicU64,
     /// Requests for which no backend was available.
@@ -220,6 +243,8 @@ pub struct StatsSnapshot {
     pub reassigned: u64,
     /// Forged balancer cookies seen.
     pub forged_cookies: u64,
+    /// Sessions taken in or moved from the session store.
+    pub synced: u64,
     /// Requests routed.
     pub routed: u64,
     /// Requests with no backend available.
@@ -239,6 +264,7 @@ pub struct Router {
     fingerprinter: Fingerprinter,
     stats: RouterStats,
     events: Arc<dyn EventSink>,
+    mirror: Option<Arc<dyn SessionMirror>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -263,7 +289,24 @@ impl Router {
             changes: Mutex::new(0),
             stats: RouterStats::default(),
             events,
+            mirror: None,
             config,
+        }
+    }
+
+    /// A router whose session table is mirrored to `mirror`, fingerprinting
+    /// keys with `shared_secret` so that every balancer sharing it agrees on
+    /// them.
+    pub fn mirrored(
+        config: RouterConfig,
+        events: Arc<dyn EventSink>,
+        shared_secret: &[u8],
+        mirror: Arc<dyn SessionMirror>,
+    ) -> Self {
+        Router {
+            fingerprinter: Fingerprinter::from_shared_secret(shared_secret),
+            mirror: Some(mirror),
+            ..Router::new(config, events)
         }
     }
 
@@ -298,6 +341,7 @@ impl Router {
             ended: get(&s.ended),
             reassigned: get(&s.reassigned),
             forged_cookies: get(&s.forged_cookies),
+            synced: get(&s.synced),
             routed: get(&s.routed),
             unroutable: get(&s.unroutable),
         }
@@ -332,8 +376,20 @@ impl Router {
 
     /// Routes one request by `key` at time `now`.
     pub fn route(&self, key: SessionKey<'_>, now: Timestamp) -> Result<Route, RouterError> {
+        self.route_or_miss(key, now, true)
+    }
+
+    /// Like [`Router::route`], but a key with no session in the local table
+    /// is not placed: the answer is [`RouterError::NotCached`], so the caller
+    /// can ask the session store first. New balancer-cookie sessions are
+    /// placed as usual.
+    pub fn route_cached(&self, key: SessionKey<'_>, now: Timestamp) -> Result<Route, RouterError> {
+        self.route_or_miss(key, now, false)
+    }
+
+    fn route_or_miss(&self, key: SessionKey<'_>, now: Timestamp, place_missing: bool) -> Result<Route, RouterError> {
         let topo = self.topology.load();
-        let result = self.route_in(&topo, key, now);
+        let result = self.route_in(&topo, key, now, place_missing);
         match &result {
             Ok(r) => {
                 inc(&self.stats.routed);
@@ -348,12 +404,19 @@ impl Router {
                     });
                 }
             }
+            Err(RouterError::NotCached { .. }) => {}
             Err(_) => inc(&self.stats.unroutable),
         }
         result
     }
 
-    fn route_in(&self, topo: &Topology, key: SessionKey<'_>, now: Timestamp) -> Result<Route, RouterError> {
+    fn route_in(
+        &self,
+        topo: &Topology,
+        key: SessionKey<'_>,
+        now: Timestamp,
+        place_missing: bool,
+    ) -> Result<Route, RouterError> {
         let mut buf = [0u8; 16];
         let (session_id, claim) = match key {
             SessionKey::None => {
@@ -407,7 +470,16 @@ impl Router {
             shard.lookup(fingerprint, now_s, self.sessions.idle_secs())
         };
         match lookup {
-            Lookup::Live { backend, moved_from } if topo.state(backend).keeps_sessions() => {
+            Lookup::Live {
+                backend,
+                moved_from,
+                last_seen,
+            } if topo.state(backend).keeps_sessions() => {
+                if let Some(mirror) = &self.mirror
+                    && self.refresh_due(last_seen, now_s)
+                {
+                    mirror.stored(fingerprint, position, backend, label_of(key, session_id));
+                }
                 return Ok(match moved_from {
                     Some(from) => route(backend, Via::Reassignment, Outcome::Reassigned { from: Some(from) }),
                     None => route(backend, Via::Table, Outcome::Kept),
@@ -417,7 +489,7 @@ impl Router {
                 // Its backend left after the last sweep of reassignments.
                 let to = topo.ring_owner(position).ok_or(RouterError::NoBackend)?;
                 if let Some(info) = shard.reassign(fingerprint, to, false) {
-                    self.count_move(topo, info.label, backend, to);
+                    self.count_move(topo, &info, to);
                 }
                 return Ok(route(
                     to,
@@ -427,6 +499,9 @@ impl Router {
             }
             Lookup::Expired(info) => self.count_end(topo, &info, SessionEnd::Expired),
             Lookup::Missing => {}
+        }
+        if !place_missing && !fresh {
+            return Err(RouterError::NotCached { fingerprint });
         }
 
         let (to, via, outcome) = match claim {
@@ -449,6 +524,12 @@ impl Router {
         let label = label_of(key, session_id);
         if let Some(evicted) = shard.insert(fingerprint, position, to, label, now_s, self.sessions.is_full()) {
             self.count_end(topo, &evicted, SessionEnd::Evicted);
+        }
+        if let Some(mirror) = &self.mirror {
+            match outcome {
+                Outcome::Reassigned { .. } => mirror.moved(fingerprint, position, to, label),
+                _ => mirror.stored(fingerprint, position, to, label),
+            }
         }
         drop(shard);
         self.sessions.add_len(1);
@@ -485,11 +566,31 @@ impl Router {
         });
     }
 
-    fn count_move(&self, topo: &Topology, key: KeyLabel, from: BackendId, to: BackendId) {
-        dec(&topo.backend(from).counters.sessions);
-        topo.backend(to).counters.sessions.fetch_add(1, Ordering::Relaxed);
+    /// Counts a move of session `before` to `to`, and tells the mirror.
+    fn count_move(&self, topo: &Topology, before: &SessionInfo, to: BackendId) {
+        self.count_move_quietly(topo, before, to);
         inc(&self.stats.reassigned);
-        self.events.emit(Event::SessionReassigned { key, from, to });
+        if let Some(mirror) = &self.mirror {
+            mirror.moved(before.fingerprint, before.position, to, before.label);
+        }
+    }
+
+    fn count_move_quietly(&self, topo: &Topology, before: &SessionInfo, to: BackendId) {
+        dec(&topo.backend(before.backend).counters.sessions);
+        topo.backend(to).counters.sessions.fetch_add(1, Ordering::Relaxed);
+        self.events.emit(Event::SessionReassigned {
+            key: before.label,
+            from: before.backend,
+            to,
+        });
+    }
+
+    /// A session in use is re-announced to the mirror when its last request
+    /// was in an earlier quarter of the idle timeout, so the store's expiry
+    /// keeps pace with traffic at a few writes per session per timeout.
+    fn refresh_due(&self, last_seen: u32, now: u32) -> bool {
+        let quarter = (self.sessions.idle_secs() / 4).max(1);
+        last_seen / quarter != now / quarter
     }
 
     /// Redispatch: `route.backend` could not be reached. Sends the request,
@@ -507,7 +608,7 @@ impl Router {
         if let Some(fingerprint) = route.fingerprint {
             let moved = self.sessions.shard_for(fingerprint).reassign(fingerprint, to, false);
             if let Some(info) = moved {
-                self.count_move(&topo, info.label, info.backend, to);
+                self.count_move(&topo, &info, to);
             }
         }
         let backend = Arc::clone(topo.backend(to));
@@ -552,9 +653,9 @@ impl Router {
         let mut shard = self.sessions.shard_for(fingerprint);
         match shard.lookup(fingerprint, now.secs(), self.sessions.idle_secs()) {
             Lookup::Live { backend: current, .. } if current == backend => false,
-            Lookup::Live { backend: current, .. } => {
+            Lookup::Live { .. } => {
                 if let Some(info) = shard.reassign(fingerprint, backend, false) {
-                    self.count_move(&topo, info.label, current, backend);
+                    self.count_move(&topo, &info, backend);
                 }
                 true
             }
@@ -571,6 +672,9 @@ impl Router {
                     self.sessions.is_full(),
                 ) {
                     self.count_end(&topo, &evicted, SessionEnd::Evicted);
+                }
+                if let Some(mirror) = &self.mirror {
+                    mirror.stored(fingerprint, position, backend, label);
                 }
                 drop(shard);
                 self.sessions.add_len(1);
@@ -594,11 +698,62 @@ impl Router {
     /// Ends the session a route used (its [`Route::fingerprint`]), as when
     /// the application's response deletes its session cookie.
     pub fn end_route_session(&self, fingerprint: u64) -> bool {
+        if let Some(mirror) = &self.mirror {
+            mirror.ended(fingerprint);
+        }
+        self.forget(fingerprint)
+    }
+
+    /// Removes a session another balancer ended, without telling the
+    /// mirror. Returns whether it was here.
+    pub fn forget(&self, fingerprint: u64) -> bool {
         let removed = self.sessions.shard_for(fingerprint).remove(fingerprint);
         if let Some(info) = removed {
             self.count_end(&self.topology.load(), &info, SessionEnd::Ended);
         }
         removed.is_some()
+    }
+
+    /// Takes in what the session store knows of a session: inserts it, or
+    /// moves it (reported to its next request) when it lives elsewhere now.
+    /// The mirror is not told. Returns whether the table changed; a backend
+    /// that is unknown here or keeps no sessions changes nothing.
+    pub fn adopt(&self, fingerprint: u64, position: u32, backend: &str, label: KeyLabel, now: Timestamp) -> bool {
+        self.take_in(fingerprint, Some((position, label, now)), backend)
+    }
+
+    /// Follows a move another balancer made: the session moves to `backend`
+    /// if it is here. The mirror is not told.
+    pub fn follow(&self, fingerprint: u64, backend: &str) -> bool {
+        self.take_in(fingerprint, None, backend)
+    }
+
+    fn take_in(&self, fingerprint: u64, insert: Option<(u32, KeyLabel, Timestamp)>, backend: &str) -> bool {
+        let topo = self.topology.load();
+        let Some(to) = topo.find(backend).map(|b| b.id) else {
+            return false;
+        };
+        if !topo.state(to).keeps_sessions() {
+            return false;
+        }
+        let mut shard = self.sessions.shard_for(fingerprint);
+        if let Some(before) = shard.reassign(fingerprint, to, true) {
+            drop(shard);
+            self.count_move_quietly(&topo, &before, to);
+            inc(&self.stats.synced);
+            return true;
+        }
+        let Some((position, label, now)) = insert.filter(|_| !shard.contains(fingerprint)) else {
+            return false;
+        };
+        if let Some(evicted) = shard.insert(fingerprint, position, to, label, now.secs(), self.sessions.is_full()) {
+            self.count_end(&topo, &evicted, SessionEnd::Evicted);
+        }
+        drop(shard);
+        self.sessions.add_len(1);
+        topo.backend(to).counters.sessions.fetch_add(1, Ordering::Relaxed);
+        inc(&self.stats.synced);
+        true
     }
 
     /// Expires sessions idle past the timeout at `now`; returns how many.
@@ -760,7 +915,7 @@ impl Router {
                 };
                 if shard.reassign(s.fingerprint, to, true).is_some() {
                     moved += 1;
-                    self.count_move(new, s.label, s.backend, to);
+                    self.count_move(new, &s, to);
                 }
             }
         }

@@ -132,6 +132,8 @@ pub enum Lookup {
         backend: BackendId,
         /// The backend it was moved from, reported once.
         moved_from: Option<BackendId>,
+        /// Its last request before this one, in router seconds.
+        last_seen: u32,
     },
     /// It had been idle too long; it is gone now.
     Expired(SessionInfo),
@@ -217,6 +219,7 @@ impl Shard {
         }
         e.requests = e.requests.saturating_add(1);
         let backend = e.backend;
+        let last_seen = e.last_seen;
         let moved_from = (e.moved_from.0 != NIL).then_some(e.moved_from);
         e.moved_from = BackendId(NIL);
         // The list is ordered by last-seen second: a session already seen
@@ -227,7 +230,11 @@ impl Shard {
             self.unlink(i);
             self.push_front(i);
         }
-        Lookup::Live { backend, moved_from }
+        Lookup::Live {
+            backend,
+            moved_from,
+            last_seen,
+        }
     }
 
     /// Inserts a new session (the caller checked it is missing). When `full`
@@ -290,6 +297,11 @@ impl Shard {
         e.backend = to;
         e.reassignments = e.reassignments.saturating_add(1);
         Some(before)
+    }
+
+    /// Whether the session is here (without touching it).
+    pub fn contains(&self, fingerprint: u64) -> bool {
+        self.map.contains_key(&fingerprint)
     }
 
     /// Removes a session.
@@ -468,14 +480,16 @@ mod tests {
             s.lookup(7, 1, 100),
             Lookup::Live {
                 backend: BackendId(2),
-                moved_from: Some(BackendId(1))
+                moved_from: Some(BackendId(1)),
+                last_seen: 0
             }
         );
         assert_eq!(
             s.lookup(7, 2, 100),
             Lookup::Live {
                 backend: BackendId(2),
-                moved_from: None
+                moved_from: None,
+                last_seen: 1
             }
         );
     }

@@ -1,0 +1,346 @@
+//! Two balancers sharing a session table in a real `redis-server` on a
+//! loopback port: sessions follow a client from one balancer to the other, a
+//! kill seen by one moves the sessions on the other, and Redis stopping or
+//! stalling fails no request. `.ci/run` installs redis-server; elsewhere the
+//! tests are skipped with a note when it is missing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Client, Lb, admin_json, test_config};
+use http::{Method, StatusCode};
+use ringside::config::{BackendEntry, Config};
+use ringside::demo::backend::DemoBackend;
+use ringside::router::affinity::AffinityMode;
+use ringside::store::StoreState;
+
+const SECS: Duration = Duration::from_secs(1);
+
+/// A redis-server of the test's own, killed on drop.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        if Command::new("redis-server").arg("--version").output().is_err() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is required under CI (.ci/run installs it)"
+            );
+            eprintln!("skipped: redis-server is not installed");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis { port, child: None };
+        redis.restart();
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + 10 * SECS;
+        while self.command(&["PING"]).as_deref() != Some("+PONG") {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` (STOP, CONT) to the server.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// One command in Redis's inline form; the first line of the answer.
+    fn command(&self, args: &[&str]) -> Option<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(5 * SECS)).ok()?;
+        s.write_all(format!("{}\r\n", args.join(" ")).as_bytes()).ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        Some(line.trim_end().to_owned())
+    }
+
+    fn keys(&self) -> u64 {
+        let answer = self.command(&["DBSIZE"]).unwrap_or_default();
+        answer.trim_start_matches(':').parse().unwrap_or(0)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("CONT");
+        }
+        self.stop();
+    }
+}
+
+async fn three_backends() -> Vec<DemoBackend> {
+    let mut backends = Vec::new();
+    for name in ["api-1", "api-2", "api-3"] {
+        backends.push(DemoBackend::start(name, "127.0.0.1:0".parse().unwrap()).await.unwrap());
+    }
+    backends
+}
+
+fn shared_config(redis: Option<&Redis>, backends: &[DemoBackend], mode: AffinityMode) -> Config {
+    let mut config = test_config();
+    config.backends = backends
+        .iter()
+        .map(|b| BackendEntry {
+            name: b.name().into(),
+            addr: b.addr(),
+            weight: 1,
+        })
+        .collect();
+    config.affinity.mode = mode;
+    config.sessions.store = redis.map(Redis::url);
+    config
+}
+
+async fn wait_store(lb: &Lb, state: StoreState) {
+    let deadline = tokio::time::Instant::now() + 10 * SECS;
+    loop {
+        let now = lb.engine.store().expect("a store").state();
+        if now == state {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store stayed {now:?}, not {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the store has written every change it holds.
+async fn wait_flushed(lb: &Lb) {
+    let deadline = tokio::time::Instant::now() + 5 * SECS;
+    while lb.engine.store().unwrap().view().pending != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "changes never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+async fn profile(client: &mut Client, proxy: SocketAddr) -> (StatusCode, String) {
+    let a = client.get(proxy, "/profile").await;
+    (a.status, a.backend().unwrap_or("-").to_owned())
+}
+
+#[tokio::test]
+async fn a_logged_in_user_keeps_their_backend_across_two_balancers() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let one = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::AppCookie)).await;
+    let two = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::AppCookie)).await;
+    let alone = Lb::start(shared_config(None, &backends, AffinityMode::AppCookie)).await;
+    wait_store(&one, StoreState::Ok).await;
+    wait_store(&two, StoreState::Ok).await;
+
+    let mut lost_without_store = 0;
+    for user in 0..10 {
+        let mut client = Client::default();
+        let login = client.post(one.proxy, &format!("/login?user=u{user}")).await;
+        assert_eq!(login.status, StatusCode::OK);
+        let home = login.backend().unwrap().to_owned();
+        wait_flushed(&one).await;
+        for round in 0..3 {
+            for lb in [&two, &one] {
+                assert_eq!(
+                    profile(&mut client, lb.proxy).await,
+                    (StatusCode::OK, home.clone()),
+                    "round {round}"
+                );
+            }
+        }
+        // A balancer that does not share the store places the session anew.
+        if profile(&mut client, alone.proxy).await.0 != StatusCode::OK {
+            lost_without_store += 1;
+        }
+    }
+    assert!(lost_without_store > 0, "the control balancer never lost a session");
+    let store = two.engine.store().unwrap().view();
+    assert!(store.hits >= 10, "{store:?}");
+    assert_eq!(two.engine.stats_view().router.synced, store.hits);
+    for lb in [one, two, alone] {
+        lb.engine.shutdown().await;
+    }
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn a_kill_seen_by_one_balancer_moves_the_sessions_on_the_other() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::LbCookie);
+    config.health.interval_ms = 60_000; // only the kill on balancer one acts
+    let one = Lb::start(config.clone()).await;
+    let two = Lb::start(config).await;
+    wait_store(&one, StoreState::Ok).await;
+    wait_store(&two, StoreState::Ok).await;
+
+    let mut clients = vec![Client::default(); 30];
+    let mut homes = Vec::new();
+    for c in &mut clients {
+        let home = c.get(one.proxy, "/").await.backend().unwrap().to_owned();
+        wait_flushed(&one).await;
+        assert_eq!(c.get(two.proxy, "/").await.backend(), Some(home.as_str()));
+        homes.push(home);
+    }
+    let victim = homes[0].clone();
+    one.engine
+        .execute(ringside::engine::Command::Kill(victim.clone()))
+        .await
+        .unwrap();
+    wait_flushed(&one).await;
+    assert_eq!(two.state(&victim), "up", "balancer two saw nothing itself");
+    let deadline = tokio::time::Instant::now() + 5 * SECS;
+    while two
+        .engine
+        .backends_view()
+        .iter()
+        .find(|b| b.name == victim)
+        .unwrap()
+        .sessions
+        != 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "balancer two kept sessions on {victim}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (c, home) in clients.iter_mut().zip(&homes) {
+        let via_two = c.get(two.proxy, "/").await.backend().unwrap().to_owned();
+        let via_one = c.get(one.proxy, "/").await.backend().unwrap().to_owned();
+        assert_eq!(via_two, via_one, "both balancers agree");
+        if *home == victim {
+            assert_ne!(via_two, victim);
+        } else {
+            assert_eq!(via_two, *home, "sessions elsewhere never move");
+        }
+    }
+    assert!(two.engine.store().unwrap().view().remote_updates > 0);
+    for lb in [one, two] {
+        lb.engine.shutdown().await;
+    }
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn redis_stopping_fails_no_request_and_the_table_is_put_back() {
+    let Some(mut redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let lb = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::LbCookie)).await;
+    wait_store(&lb, StoreState::Ok).await;
+    let mut clients = vec![Client::default(); 10];
+    let mut homes = Vec::new();
+    for c in &mut clients {
+        homes.push(c.get(lb.proxy, "/").await.backend().unwrap().to_owned());
+    }
+    wait_flushed(&lb).await;
+    assert_eq!(redis.keys(), 10);
+
+    redis.stop();
+    // Every request is served while the store is away, old sessions and new.
+    for _ in 0..3 {
+        for (c, home) in clients.iter_mut().zip(&homes) {
+            let a = c.get(lb.proxy, "/").await;
+            assert_eq!((a.status, a.backend()), (StatusCode::OK, Some(home.as_str())));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_store(&lb, StoreState::Degraded).await;
+    let mut newcomers = vec![Client::default(); 5];
+    for c in &mut newcomers {
+        assert_eq!(c.get(lb.proxy, "/").await.status, StatusCode::OK);
+    }
+    let (_, stats) = admin_json(lb.admin, Method::GET, "/api/stats", None).await;
+    assert_eq!(stats["store"]["state"], "degraded", "{stats}");
+    assert!(stats["store"]["degraded_total"].as_u64() >= Some(1));
+
+    redis.restart();
+    wait_store(&lb, StoreState::Ok).await;
+    wait_flushed(&lb).await;
+    assert_eq!(redis.keys(), 15, "every local session is back in the store");
+    assert!(lb.engine.store().unwrap().view().resyncs >= 2);
+    lb.engine.shutdown().await;
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_redis_costs_a_lookup_timeout_not_a_failed_request() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::Header);
+    config.sessions.store_timeout_ms = 100;
+    let lb = Lb::start(config).await;
+    wait_store(&lb, StoreState::Ok).await;
+
+    // Redis stops answering (SIGSTOP) until it is continued.
+    redis.signal("STOP");
+    let started = tokio::time::Instant::now();
+    let mut client = Client::default();
+    client.headers.push(("x-session-id".into(), "unknown-here".into()));
+    let a = client.get(lb.proxy, "/").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        started.elapsed() < SECS,
+        "the request waited {:?} for Redis",
+        started.elapsed()
+    );
+    wait_store(&lb, StoreState::Degraded).await;
+    // Degraded: no more lookups, requests go straight through.
+    let lookups = lb.engine.store().unwrap().view().lookups;
+    for i in 0..5 {
+        let mut c = Client::default();
+        c.headers.push(("x-session-id".into(), format!("new-{i}")));
+        assert_eq!(c.get(lb.proxy, "/").await.status, StatusCode::OK);
+    }
+    assert_eq!(lb.engine.store().unwrap().view().lookups, lookups);
+    redis.signal("CONT");
+    wait_store(&lb, StoreState::Ok).await;
+    lb.engine.shutdown().await;
+    for b in backends {
+        b.kill().await;
+    }
+}
