@@ -11,8 +11,10 @@
 # response and once with no cookie (every request creates a session),
 # alternating A B A B. It prints requests/s, p50, p99 and peak RSS per run, the
 # ratio ringside / HAProxy per pair and the median ratio; then the same
-# ringside with its dashboard attached (in tmux), against headless.
-# Installs nginx, haproxy, wrk and tmux with apt-get when missing.
+# ringside with its dashboard attached (in tmux), against headless; then
+# ringside with its session table shared through Redis, against the in-memory
+# table (new-session runs, where every request writes to the store).
+# Installs nginx, haproxy, wrk, tmux and redis-server with apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,13 +25,8 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 [ $QUICK = 1 ] && PAIRS=1 && DURATION=2
 
-need=()
-for tool in nginx haproxy wrk tmux; do command -v "$tool" >/dev/null || need+=("$tool"); done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]/nginx/nginx-light}" >/dev/null
-fi
+. tests/perf/common.sh
+install_missing nginx haproxy wrk tmux redis-server
 cargo build --release --quiet
 BIN=$PWD/target/release/ringside
 
@@ -38,28 +35,16 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   tmux kill-session -t ringside-perf 2>/dev/null || true
+  redis-cli -p $REDIS shutdown nosave >/dev/null 2>&1 || true
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-B1=19081 B2=19082 B3=19083 HAP=19080 RS=19180 RSA=19190 RST=19280 RSTA=19290
+B1=19081 B2=19082 B3=19083 HAP=19080 RS=19180 RSA=19190 RST=19280 RSTA=19290 RSR=19480 RSRA=19490 REDIS=19479
 
 # --- backends: nginx, a fixed small body and /health -----------------------
-cat > "$WORK/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B1; location / { return 200 "Backend Server b1\n"; } }
-  server { listen 127.0.0.1:$B2; location / { return 200 "Backend Server b2\n"; } }
-  server { listen 127.0.0.1:$B3; location / { return 200 "Backend Server b3\n"; } }
-}
-EOF
-nginx -c "$WORK/nginx.conf"
+start_backends
 
 # --- HAProxy 2.6 with cookie persistence, 2 threads ------------------------
 cat > "$WORK/haproxy.cfg" <<EOF
@@ -156,19 +141,37 @@ for mode in sticky new-session; do
   [ $mode = sticky ] && HEADLESS_STICKY=("${rps_ratios[@]}")
 done
 
+# Pairs of runs, A then B: side_by_side TITLE NAME_A PORT_A COOKIE_A NAME_B PORT_B COOKIE_B
+# prints each run and the median ratio B / A of requests/s.
+side_by_side() {
+  local title=$1 name_a=$2 port_a=$3 cookie_a=$4 name_b=$5 port_b=$6 cookie_b=$7 ratios=()
+  echo
+  echo "== $title"
+  printf "%-6s %-10s %10s %9s %9s\n" pair run req/s p50_ms p99_ms
+  for pair in $(seq "$PAIRS"); do
+    read -r a_rps a_p50 a_p99 <<<"$(run_wrk "$port_a" "$cookie_a")"
+    printf "%-6s %-10s %10s %9s %9s\n" "$pair" "$name_a" "$a_rps" "$a_p50" "$a_p99"
+    read -r b_rps b_p50 b_p99 <<<"$(run_wrk "$port_b" "$cookie_b")"
+    printf "%-6s %-10s %10s %9s %9s\n" "$pair" "$name_b" "$b_rps" "$b_p50" "$b_p99"
+    ratios+=("$(python3 -c "print($b_rps/$a_rps)")")
+  done
+  echo "median ratio $name_b/$name_a: req/s $(median "${ratios[@]}")"
+}
+
 # --- the dashboard attached: ringside in tmux, against headless ------------
 tmux new-session -d -s ringside-perf -x 160 -y 48 \
   "RINGSIDE_COOKIE_SECRET=$RINGSIDE_COOKIE_SECRET $BIN --threads 2 --listen 127.0.0.1:$RST --admin 127.0.0.1:$RSTA ${BACKENDS[*]}"
 wait_port $RST
-echo
-echo "== dashboard attached (sticky): headless ringside / ringside in tmux"
-printf "%-6s %-10s %10s %9s %9s\n" pair run req/s p50_ms p99_ms
-tui_ratios=()
-for pair in $(seq "$PAIRS"); do
-  read -r a_rps a_p50 a_p99 <<<"$(run_wrk $RS "$RS_COOKIE")"
-  printf "%-6s %-10s %10s %9s %9s\n" "$pair" headless "$a_rps" "$a_p50" "$a_p99"
-  read -r b_rps b_p50 b_p99 <<<"$(run_wrk $RST "$(cookie_of $RST)")"
-  printf "%-6s %-10s %10s %9s %9s\n" "$pair" dashboard "$b_rps" "$b_p50" "$b_p99"
-  tui_ratios+=("$(python3 -c "print($b_rps/$a_rps)")")
-done
-echo "median ratio dashboard/headless: req/s $(median "${tui_ratios[@]}")"
+side_by_side "dashboard attached (sticky): headless ringside, then ringside in tmux" \
+  headless $RS "$RS_COOKIE" dashboard $RST "$(cookie_of $RST)"
+
+# --- the shared session store: ringside with Redis, against in-memory -------
+tmux kill-session -t ringside-perf 2>/dev/null || true
+redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
+"$BIN" --headless --threads 2 --listen 127.0.0.1:$RSR --admin 127.0.0.1:$RSRA "${BACKENDS[@]}" \
+  --session-store redis://127.0.0.1:$REDIS >"$WORK/ringside-redis.out" 2>"$WORK/ringside-redis.err" &
+PIDS+=("$!")
+wait_port $RSR
+side_by_side "session store (new-session: every request creates a session): in-memory, then Redis" \
+  in-memory $RS "" redis $RSR ""
+echo "store: $(curl -s http://127.0.0.1:$RSRA/api/stats | python3 -c 'import json,sys; s=json.load(sys.stdin)["store"]; print(s["state"], s["writes"], "writes,", s["dropped_writes"], "dropped,", s["errors"], "errors")')"
