@@ -52,14 +52,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Appends the peer to `X-Forwarded-For` and sets `X-Forwarded-Proto`.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
+/// The peer's address as a header value, made once per client connection
+/// so that [`add_forwarded`] does not format it for every request.
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Appends the peer (see [`peer_value`]) to `X-Forwarded-For` and sets
+/// `X-Forwarded-Proto`.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let joined = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.to_string(),
+    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) => {
+            let mut joined = Vec::with_capacity(prior.len() + 2 + peer.len());
+            joined.extend_from_slice(prior.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        None => Some(peer.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    if let Some(v) = value {
         headers.insert(xff, v);
     }
     headers.insert(
@@ -190,9 +203,13 @@ mod tests {
     #[test]
     fn forwarded_headers_append() {
         let mut h = map(&[("x-forwarded-for", "203.0.113.50")]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap());
+        let peer = peer_value("127.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, &peer);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.50, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        let mut fresh = HeaderMap::new();
+        add_forwarded(&mut fresh, &peer_value("::1".parse().unwrap()));
+        assert_eq!(fresh.get("x-forwarded-for").unwrap(), "::1");
     }
 
     #[test]

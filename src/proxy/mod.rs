@@ -204,10 +204,15 @@ impl Proxy {
                 let _open = OpenConnection(&proxy.stats.client_connections);
                 let watch = Arc::new(FramingWatch::default());
                 let stream = FramingGuard::new(stream, Arc::clone(&watch));
+                let forwarded_for = headers::peer_value(peer.ip());
                 let service = service_fn(|req| {
                     let proxy = Arc::clone(&proxy);
                     let ambiguous = watch.next_is_ambiguous();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, ambiguous).await) }
+                    let client = Client {
+                        addr: peer,
+                        forwarded_for: forwarded_for.clone(),
+                    };
+                    async move { Ok::<_, Infallible>(proxy.handle(req, client, ambiguous).await) }
                 });
                 let mut builder = http1::Builder::new();
                 builder
@@ -230,7 +235,7 @@ impl Proxy {
     /// One request, start to finish.
     /// `ambiguous`: the head carried both `Content-Length` and
     /// `Transfer-Encoding` (see [`framing`]); refused, never forwarded.
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, ambiguous: bool) -> Response<ProxyBody> {
+    async fn handle(&self, req: Request<Incoming>, client: Client, ambiguous: bool) -> Response<ProxyBody> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let response = if ambiguous {
             self.stats.smuggling_refused.fetch_add(1, Ordering::Relaxed);
@@ -243,7 +248,7 @@ impl Proxy {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             r
         } else {
-            self.forward(req, peer).await
+            self.forward(req, client).await
         };
         let class = (response.status().as_u16() / 100) as usize;
         if let Some(c) = self.stats.by_class.get(class) {
@@ -252,14 +257,14 @@ impl Proxy {
         response
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    async fn forward(&self, mut req: Request<Incoming>, client: Client) -> Response<ProxyBody> {
         let now = self.clock.now();
         let topo = self.router.topology();
         let extracted = self.affinity.extract(
             &RequestView {
                 headers: req.headers(),
                 query: req.uri().query(),
-                peer: peer.ip(),
+                peer: client.addr.ip(),
             },
             &topo,
         );
@@ -287,7 +292,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::strip_cookie(&mut parts.headers, self.affinity.codec().name());
-        headers::add_forwarded(&mut parts.headers, peer.ip());
+        headers::add_forwarded(&mut parts.headers, &client.forwarded_for);
         if let Some(pq) = parts.uri.path_and_query() {
             parts.uri = Uri::from(pq.clone());
         }
@@ -486,6 +491,13 @@ impl Proxy {
             "502 Bad Gateway: the backend is not known to the proxy\n",
         )
     }
+}
+
+/// Who sent a request: the client connection's peer, and its address as
+/// an `X-Forwarded-For` value made once per connection.
+struct Client {
+    addr: SocketAddr,
+    forwarded_for: HeaderValue,
 }
 
 /// Counts a client connection until dropped.

@@ -8,12 +8,24 @@
 //! | `signed` | HMAC-SHA256 + `"<session>.<tag>"` | read the opaque tag, not forge it |
 //! | `hashed` | `"<session>.<tag>"` (the seed's option 1) | copy another backend's tag |
 //! | `plain` | `"<session>.<name>"` (teaching only) | read and choose the backend |
+//!
+//! The `private` and `signed` values are byte for byte those of the `cookie`
+//! crate's private and signed jars, keyed by [`cookie::Key`]; the cipher and
+//! the MAC are set up once here instead of on every request, and a cookie is
+//! verified without touching the heap.
 
 use std::fmt;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
-use cookie::{Cookie, CookieJar, Key};
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use cookie::Key;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
 
 use super::backend::{Backend, backend_tag};
 
@@ -86,13 +98,25 @@ pub struct CookieClaim {
     pub tag: u32,
 }
 
+/// AES-GCM's nonce, which leads a `private` value.
+const NONCE_LEN: usize = 12;
+/// AES-GCM's tag, which ends a `private` value.
+const TAG_LEN: usize = 16;
+/// The base64 HMAC-SHA256 that leads a `signed` value.
+const DIGEST_B64_LEN: usize = 44;
+/// `"<16 hex>.<8 hex>"`, what `private` and `signed` protect.
+const CLAIM_LEN: usize = 25;
+/// The longest value [`CookieCodec::decode`] reads.
+const MAX_VALUE_LEN: usize = 256;
+
 /// Encodes and verifies balancer cookies.
 pub struct CookieCodec {
     name: String,
     protection: Protection,
-    key: Key,
-    /// An empty jar: the `cookie` crate verifies through a jar's child view.
-    empty: CookieJar,
+    /// The `private` cipher, keyed by the key's encryption half.
+    cipher: Aes256Gcm,
+    /// The `signed` MAC, keyed by the key's signing half; cloned per use.
+    mac: Hmac<Sha256>,
     /// True when the key was generated at start (cookies die with the process).
     ephemeral: bool,
 }
@@ -120,8 +144,8 @@ impl CookieCodec {
         Ok(CookieCodec {
             name: name.to_owned(),
             protection,
-            key,
-            empty: CookieJar::new(),
+            cipher: Aes256Gcm::new_from_slice(key.encryption()).expect("cookie::Key has a 32-byte encryption half"),
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(key.signing()).expect("HMAC takes a key of any length"),
             ephemeral,
         })
     }
@@ -143,46 +167,76 @@ impl CookieCodec {
 
     /// The cookie value for `session` on `backend`.
     pub fn encode(&self, session: u64, backend: &Backend) -> String {
-        let mut plain = String::with_capacity(32);
-        match self.protection {
-            Protection::Plain => {
-                let _ = write!(plain, "{session:016x}.{}", backend.name);
-                return plain;
-            }
-            _ => {
-                let _ = write!(plain, "{session:016x}.{:08x}", backend.tag);
-            }
+        if self.protection == Protection::Plain {
+            return format!("{session:016x}.{}", backend.name);
         }
+        let mut claim = String::with_capacity(CLAIM_LEN);
+        let _ = write!(claim, "{session:016x}.{:08x}", backend.tag);
         match self.protection {
-            Protection::Private | Protection::Signed => {
-                let mut jar = CookieJar::new();
-                let cookie = Cookie::new(self.name.clone(), plain);
-                if self.protection == Protection::Private {
-                    jar.private_mut(&self.key).add(cookie);
-                } else {
-                    jar.signed_mut(&self.key).add(cookie);
-                }
-                jar.get(&self.name).map(|c| c.value().to_owned()).unwrap_or_default()
+            Protection::Private => self.seal(claim.as_bytes()),
+            Protection::Signed => {
+                let mut mac = self.mac.clone();
+                mac.update(claim.as_bytes());
+                let mut value = BASE64_STANDARD.encode(mac.finalize().into_bytes());
+                value.push_str(&claim);
+                value
             }
-            Protection::Hashed | Protection::Plain => plain,
+            Protection::Hashed | Protection::Plain => claim,
         }
+    }
+
+    /// `base64(nonce ‖ AES-256-GCM(claim) ‖ tag)`, the cookie name as
+    /// associated data, a fresh random nonce each time.
+    fn seal(&self, claim: &[u8]) -> String {
+        let mut sealed = [0u8; NONCE_LEN + CLAIM_LEN + TAG_LEN];
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (text, tag) = rest.split_at_mut(CLAIM_LEN);
+        rand::thread_rng().fill_bytes(nonce);
+        text.copy_from_slice(claim);
+        let sealed_tag = self
+            .cipher
+            .encrypt_in_place_detached(Nonce::from_slice(nonce), self.name.as_bytes(), text)
+            .expect("AES-GCM refuses only messages over 64 GiB");
+        tag.copy_from_slice(&sealed_tag);
+        BASE64_STANDARD.encode(sealed)
     }
 
     /// Verifies and reads a cookie value; `None` for anything tampered,
     /// truncated, made with another key, or not of this format.
     pub fn decode(&self, value: &str) -> Option<CookieClaim> {
-        if value.is_empty() || value.len() > 256 {
+        if value.is_empty() || value.len() > MAX_VALUE_LEN {
             return None;
         }
         match self.protection {
-            Protection::Private | Protection::Signed => {
-                let cookie = Cookie::new(self.name.clone(), value.to_owned());
-                let verified = if self.protection == Protection::Private {
-                    self.empty.private(&self.key).decrypt(cookie)
-                } else {
-                    self.empty.signed(&self.key).verify(cookie)
-                }?;
-                parse_plaintext(verified.value(), false)
+            Protection::Private => {
+                let mut buf = [0u8; MAX_VALUE_LEN / 4 * 3];
+                let len = BASE64_STANDARD.decode_slice(value, &mut buf).ok()?;
+                if len < NONCE_LEN + TAG_LEN {
+                    return None;
+                }
+                let (nonce, rest) = buf[..len].split_at_mut(NONCE_LEN);
+                let (text, tag) = rest.split_at_mut(len - NONCE_LEN - TAG_LEN);
+                self.cipher
+                    .decrypt_in_place_detached(
+                        Nonce::from_slice(nonce),
+                        self.name.as_bytes(),
+                        text,
+                        Tag::from_slice(tag),
+                    )
+                    .ok()?;
+                parse_plaintext(std::str::from_utf8(text).ok()?, false)
+            }
+            Protection::Signed => {
+                if !value.is_char_boundary(DIGEST_B64_LEN) {
+                    return None;
+                }
+                let (digest_b64, claim) = value.split_at(DIGEST_B64_LEN);
+                let mut digest = [0u8; DIGEST_B64_LEN / 4 * 3];
+                let len = BASE64_STANDARD.decode_slice(digest_b64, &mut digest).ok()?;
+                let mut mac = self.mac.clone();
+                mac.update(claim.as_bytes());
+                mac.verify_slice(&digest[..len]).ok()?;
+                parse_plaintext(claim, false)
             }
             Protection::Hashed => parse_plaintext(value, false),
             Protection::Plain => parse_plaintext(value, true),
@@ -286,6 +340,40 @@ mod tests {
         }
         let plain = CookieCodec::new("SERVERID", Protection::Plain, None).unwrap();
         assert_eq!(plain.decode("000000000000002a.bad name"), None);
+    }
+
+    #[test]
+    fn values_are_those_of_the_cookie_crates_jars() {
+        use cookie::{Cookie, CookieJar, Key};
+        let b = backend("api-3");
+        let key = Key::derive_from(SECRET);
+        for p in [Protection::Private, Protection::Signed] {
+            let codec = CookieCodec::new("SERVERID", p, Some(SECRET)).unwrap();
+            let claim = format!("{:016x}.{:08x}", 99, b.tag);
+            let mut jar = CookieJar::new();
+            let cookie = Cookie::new("SERVERID", claim.clone());
+            if p == Protection::Private {
+                jar.private_mut(&key).add(cookie);
+            } else {
+                jar.signed_mut(&key).add(cookie);
+            }
+            let theirs = jar.get("SERVERID").unwrap().value().to_owned();
+            assert_eq!(
+                codec.decode(&theirs),
+                Some(CookieClaim {
+                    session: 99,
+                    tag: b.tag
+                }),
+                "{p}"
+            );
+            let ours = Cookie::new("SERVERID", codec.encode(99, &b));
+            let read = if p == Protection::Private {
+                jar.private(&key).decrypt(ours)
+            } else {
+                jar.signed(&key).verify(ours)
+            };
+            assert_eq!(read.unwrap().value(), claim, "{p}");
+        }
     }
 
     #[test]

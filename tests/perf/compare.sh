@@ -9,7 +9,8 @@
 # ringside: lb-cookie + ring), two threads each. wrk drives each with 64
 # keep-alive connections, once with a fixed sticky cookie taken from a first
 # response and once with no cookie (every request creates a session),
-# alternating A B A B. It prints requests/s, p50, p99 and peak RSS per run, the
+# alternating A B A B. It prints requests/s, p50, p99, peak RSS and the
+# proxy's CPU time per request (user and system, from /proc) per run, the
 # ratio ringside / HAProxy per pair and the median ratio; then the same
 # ringside with its dashboard attached (in tmux), against headless; then
 # ringside with its session table shared through Redis, against the in-memory
@@ -100,20 +101,32 @@ echo "smoke: HAProxy and ringside answer 200 and keep a cookie on one backend"
 
 peak_rss_mb() { awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-# One wrk run: prints "rps p50_ms p99_ms".
+# CPU time of every thread of process $1 so far, in clock ticks: "user system".
+cpu_ticks() { cat /proc/"$1"/task/*/stat 2>/dev/null | awk '{u += $14; s += $15} END {print u, s}'; }
+
+# One wrk run against port $1 with cookie $2 (may be empty): prints
+# "rps p50_ms p99_ms user_us sys_us", the last two being the CPU time the
+# process $3 spent per request (or "- -" without $3).
 run_wrk() {
-  local port=$1 cookie=$2 out
+  local port=$1 cookie=$2 pid=${3:-} out before="- -" after="- -"
   local header=()
   [ -n "$cookie" ] && header=(-H "Cookie: $cookie")
+  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
   out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${header[@]}" "http://127.0.0.1:$port/")
-  python3 - "$out" <<'PY'
+  [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  python3 - "$out" "$before" "$after" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
-out = sys.argv[1]
+out, before, after, hz = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), int(sys.argv[4])
 def ms(v, u):
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+n = int(re.search(r"(\d+) requests in", out).group(1))
 lat = dict((p, ms(v, u)) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", out, re.M))
-print(f"{rps:.0f} {lat['50']:.3f} {lat['99']:.3f}")
+if before[0] == "-":
+    cpu = "- -"
+else:
+    cpu = " ".join(f"{(int(a) - int(b)) * 1e6 / hz / n:.2f}" for a, b in zip(after, before))
+print(f"{rps:.0f} {lat['50']:.3f} {lat['99']:.3f} {cpu}")
 PY
 }
 
@@ -125,15 +138,15 @@ echo "wrk -t2 -c$CONNS -d${DURATION}s, $PAIRS pairs per mode, alternating HAProx
 for mode in sticky new-session; do
   echo
   echo "== $mode"
-  printf "%-6s %-9s %10s %9s %9s %9s\n" pair contender req/s p50_ms p99_ms rss_MB
+  printf "%-6s %-9s %10s %9s %9s %9s %9s %9s\n" pair contender req/s p50_ms p99_ms rss_MB user_us sys_us
   rps_ratios=() p99_ratios=()
   for pair in $(seq "$PAIRS"); do
     hc=""; rc=""
     [ $mode = sticky ] && hc=$HAP_COOKIE && rc=$RS_COOKIE
-    read -r h_rps h_p50 h_p99 <<<"$(run_wrk $HAP "$hc")"
-    printf "%-6s %-9s %10s %9s %9s %9s\n" "$pair" haproxy "$h_rps" "$h_p50" "$h_p99" "$(peak_rss_mb "$HAPROXY_PID")"
-    read -r r_rps r_p50 r_p99 <<<"$(run_wrk $RS "$rc")"
-    printf "%-6s %-9s %10s %9s %9s %9s\n" "$pair" ringside "$r_rps" "$r_p50" "$r_p99" "$(peak_rss_mb "$RINGSIDE_PID")"
+    read -r h_rps h_p50 h_p99 h_user h_sys <<<"$(run_wrk $HAP "$hc" "$HAPROXY_PID")"
+    printf "%-6s %-9s %10s %9s %9s %9s %9s %9s\n" "$pair" haproxy "$h_rps" "$h_p50" "$h_p99" "$(peak_rss_mb "$HAPROXY_PID")" "$h_user" "$h_sys"
+    read -r r_rps r_p50 r_p99 r_user r_sys <<<"$(run_wrk $RS "$rc" "$RINGSIDE_PID")"
+    printf "%-6s %-9s %10s %9s %9s %9s %9s %9s\n" "$pair" ringside "$r_rps" "$r_p50" "$r_p99" "$(peak_rss_mb "$RINGSIDE_PID")" "$r_user" "$r_sys"
     rps_ratios+=("$(python3 -c "print($r_rps/$h_rps)")")
     p99_ratios+=("$(python3 -c "print($r_p99/$h_p99)")")
   done
@@ -149,9 +162,9 @@ side_by_side() {
   echo "== $title"
   printf "%-6s %-10s %10s %9s %9s\n" pair run req/s p50_ms p99_ms
   for pair in $(seq "$PAIRS"); do
-    read -r a_rps a_p50 a_p99 <<<"$(run_wrk "$port_a" "$cookie_a")"
+    read -r a_rps a_p50 a_p99 _ <<<"$(run_wrk "$port_a" "$cookie_a")"
     printf "%-6s %-10s %10s %9s %9s\n" "$pair" "$name_a" "$a_rps" "$a_p50" "$a_p99"
-    read -r b_rps b_p50 b_p99 <<<"$(run_wrk "$port_b" "$cookie_b")"
+    read -r b_rps b_p50 b_p99 _ <<<"$(run_wrk "$port_b" "$cookie_b")"
     printf "%-6s %-10s %10s %9s %9s\n" "$pair" "$name_b" "$b_rps" "$b_p50" "$b_p99"
     ratios+=("$(python3 -c "print($b_rps/$a_rps)")")
   done
