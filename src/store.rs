@@ -10,9 +10,12 @@
 //! slow the store is marked degraded, lookups stop, changes wait (bounded)
 //! and are written when it returns, with every local session put back.
 //!
-//! In Redis: `ringside:session:<fingerprint>` → `<backend>\t<position>\t<label>`
+//! In Redis: `ringside:session:<fingerprint>` → `<backend>\t<position>`
 //! with the idle timeout as its expiry; moves and ends on the channel
-//! `ringside:sessions`.
+//! `ringside:sessions`. The fingerprint is keyed by the shared secret and
+//! nothing else of the key is stored, so Redis never holds a session id or
+//! a client address; a balancer labels a session it learned from Redis by
+//! its fingerprint.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -28,7 +31,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::bus::{BusEvent, EventBus};
 use crate::router::hash::BuildIdentity;
-use crate::router::{BackendId, KeyLabel, Router, SessionMirror, Timestamp};
+use crate::router::{BackendId, Router, SessionMirror, Timestamp};
 
 /// The channel moves and ends are published on.
 const CHANNEL: &str = "ringside:sessions";
@@ -84,16 +87,8 @@ pub struct StoreView {
 
 #[derive(Debug, Clone, Copy)]
 enum Change {
-    Stored {
-        position: u32,
-        backend: BackendId,
-        label: KeyLabel,
-    },
-    Moved {
-        position: u32,
-        backend: BackendId,
-        label: KeyLabel,
-    },
+    Stored { position: u32, backend: BackendId },
+    Moved { position: u32, backend: BackendId },
     Ended,
 }
 
@@ -104,21 +99,15 @@ pub struct StoredSession {
     pub backend: String,
     /// The key's ring position.
     pub position: u32,
-    /// The key's label.
-    pub label: KeyLabel,
 }
 
 impl StoredSession {
     fn parse(value: &str) -> Option<StoredSession> {
+        // Values written by earlier versions carry a third field, a label.
         let mut parts = value.splitn(3, '\t');
         let backend = parts.next().filter(|b| !b.is_empty())?.to_owned();
         let position = parts.next()?.parse().ok()?;
-        let label = KeyLabel::new(parts.next().unwrap_or(""));
-        Some(StoredSession {
-            backend,
-            position,
-            label,
-        })
+        Some(StoredSession { backend, position })
     }
 }
 
@@ -402,7 +391,7 @@ impl RedisStore {
             let sessions: Vec<_> = router.sessions().shard(i).iter().collect();
             for s in sessions {
                 value.clear();
-                let _ = write!(value, "{}\t{}\t{}", topo.backend(s.backend).name, s.position, s.label);
+                let _ = write!(value, "{}\t{}", topo.backend(s.backend).name, s.position);
                 batch
                     .cmd("SET")
                     .arg(key_of(s.fingerprint))
@@ -447,17 +436,8 @@ impl RedisStore {
             let key = key_of(*fingerprint);
             value.clear();
             match *change {
-                Change::Stored {
-                    position,
-                    backend,
-                    label,
-                }
-                | Change::Moved {
-                    position,
-                    backend,
-                    label,
-                } => {
-                    let _ = write!(value, "{}\t{position}\t{label}", topo.backend(backend).name);
+                Change::Stored { position, backend } | Change::Moved { position, backend } => {
+                    let _ = write!(value, "{}\t{position}", topo.backend(backend).name);
                     batch
                         .cmd("SET")
                         .arg(&key)
@@ -555,33 +535,19 @@ impl RedisStore {
     /// it knows. Returns whether the table changed.
     pub async fn fill(&self, router: &Router, fingerprint: u64, now: Timestamp) -> bool {
         match self.lookup(fingerprint).await {
-            Some(s) => router.adopt(fingerprint, s.position, &s.backend, s.label, now),
+            Some(s) => router.adopt(fingerprint, s.position, &s.backend, now),
             None => false,
         }
     }
 }
 
 impl SessionMirror for RedisStore {
-    fn stored(&self, fingerprint: u64, position: u32, backend: BackendId, label: KeyLabel) {
-        self.record(
-            fingerprint,
-            Change::Stored {
-                position,
-                backend,
-                label,
-            },
-        );
+    fn stored(&self, fingerprint: u64, position: u32, backend: BackendId) {
+        self.record(fingerprint, Change::Stored { position, backend });
     }
 
-    fn moved(&self, fingerprint: u64, position: u32, backend: BackendId, label: KeyLabel) {
-        self.record(
-            fingerprint,
-            Change::Moved {
-                position,
-                backend,
-                label,
-            },
-        );
+    fn moved(&self, fingerprint: u64, position: u32, backend: BackendId) {
+        self.record(fingerprint, Change::Moved { position, backend });
     }
 
     fn ended(&self, fingerprint: u64) {
@@ -595,14 +561,12 @@ mod tests {
 
     #[test]
     fn stored_values_parse_and_garbage_does_not() {
-        assert_eq!(
-            StoredSession::parse("api-2\t12345\tuser\twith tab"),
-            Some(StoredSession {
-                backend: "api-2".into(),
-                position: 12345,
-                label: KeyLabel::new("user\twith tab"),
-            })
-        );
+        let api2 = Some(StoredSession {
+            backend: "api-2".into(),
+            position: 12345,
+        });
+        assert_eq!(StoredSession::parse("api-2\t12345"), api2);
+        assert_eq!(StoredSession::parse("api-2\t12345\tan old label"), api2);
         for bad in ["", "api-2", "api-2\tx\ty", "\t1\tz", "api-2\t99999999999\t"] {
             assert_eq!(StoredSession::parse(bad), None, "{bad:?}");
         }

@@ -92,6 +92,37 @@ impl Redis {
         Some(line.trim_end().to_owned())
     }
 
+    /// Every session entry: key and value (`KEYS`, then `GET` each).
+    fn sessions(&self) -> Vec<(String, String)> {
+        use std::io::{BufRead, BufReader, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return Vec::new();
+        };
+        s.set_read_timeout(Some(5 * SECS)).unwrap();
+        let mut reader = BufReader::new(s.try_clone().unwrap());
+        let line = |reader: &mut BufReader<std::net::TcpStream>| {
+            let mut l = String::new();
+            reader.read_line(&mut l).unwrap();
+            l.trim_end().to_owned()
+        };
+        s.write_all(b"KEYS ringside:session:*\r\n").unwrap();
+        let count: usize = line(&mut reader).trim_start_matches('*').parse().unwrap();
+        let keys: Vec<String> = (0..count)
+            .map(|_| {
+                line(&mut reader);
+                line(&mut reader)
+            })
+            .collect();
+        keys.into_iter()
+            .map(|key| {
+                s.write_all(format!("GET {key}\r\n").as_bytes()).unwrap();
+                line(&mut reader);
+                let value = line(&mut reader);
+                (key, value)
+            })
+            .collect()
+    }
+
     fn keys(&self) -> u64 {
         let answer = self.command(&["DBSIZE"]).unwrap_or_default();
         answer.trim_start_matches(':').parse().unwrap_or(0)
@@ -171,11 +202,13 @@ async fn a_logged_in_user_keeps_their_backend_across_two_balancers() {
     wait_store(&two, StoreState::Ok).await;
 
     let mut lost_without_store = 0;
+    let mut session_ids = Vec::new();
     for user in 0..10 {
         let mut client = Client::default();
         let login = client.post(one.proxy, &format!("/login?user=u{user}")).await;
         assert_eq!(login.status, StatusCode::OK);
         let home = login.backend().unwrap().to_owned();
+        session_ids.extend(client.jar.values().cloned());
         wait_flushed(&one).await;
         for round in 0..3 {
             for lb in [&two, &one] {
@@ -192,6 +225,18 @@ async fn a_logged_in_user_keeps_their_backend_across_two_balancers() {
         }
     }
     assert!(lost_without_store > 0, "the control balancer never lost a session");
+    // Redis holds fingerprints, backends and positions: no session id.
+    let stored = redis.sessions();
+    assert!(stored.len() >= 10, "{stored:?}");
+    for (key, value) in &stored {
+        assert_eq!(value.split('\t').count(), 2, "{key} → {value:?}");
+        for id in &session_ids {
+            assert!(
+                !key.contains(&id[..8]) && !value.contains(&id[..8]),
+                "{id} in {key} → {value:?}"
+            );
+        }
+    }
     let store = two.engine.store().unwrap().view();
     assert!(store.hits >= 10, "{store:?}");
     assert_eq!(two.engine.stats_view().router.synced, store.hits);

@@ -91,10 +91,10 @@ pub enum RouterError {
 pub trait SessionMirror: Send + Sync {
     /// The session `fingerprint` was stored on `backend`: created, or still
     /// in use (then at most a few times per idle timeout).
-    fn stored(&self, fingerprint: u64, position: u32, backend: BackendId, label: KeyLabel);
+    fn stored(&self, fingerprint: u64, position: u32, backend: BackendId);
     /// The session moved to `backend` (its backend left, a redispatch, or
     /// the application moved it).
-    fn moved(&self, fingerprint: u64, position: u32, backend: BackendId, label: KeyLabel);
+    fn moved(&self, fingerprint: u64, position: u32, backend: BackendId);
     /// The session ended on purpose (logout).
     fn ended(&self, fingerprint: u64);
 }
@@ -478,7 +478,7 @@ impl Router {
                 if let Some(mirror) = &self.mirror
                     && self.refresh_due(last_seen, now_s)
                 {
-                    mirror.stored(fingerprint, position, backend, label_of(key, session_id));
+                    mirror.stored(fingerprint, position, backend);
                 }
                 return Ok(match moved_from {
                     Some(from) => route(backend, Via::Reassignment, Outcome::Reassigned { from: Some(from) }),
@@ -527,8 +527,8 @@ impl Router {
         }
         if let Some(mirror) = &self.mirror {
             match outcome {
-                Outcome::Reassigned { .. } => mirror.moved(fingerprint, position, to, label),
-                _ => mirror.stored(fingerprint, position, to, label),
+                Outcome::Reassigned { .. } => mirror.moved(fingerprint, position, to),
+                _ => mirror.stored(fingerprint, position, to),
             }
         }
         drop(shard);
@@ -571,7 +571,7 @@ impl Router {
         self.count_move_quietly(topo, before, to);
         inc(&self.stats.reassigned);
         if let Some(mirror) = &self.mirror {
-            mirror.moved(before.fingerprint, before.position, to, before.label);
+            mirror.moved(before.fingerprint, before.position, to);
         }
     }
 
@@ -674,7 +674,7 @@ impl Router {
                     self.count_end(&topo, &evicted, SessionEnd::Evicted);
                 }
                 if let Some(mirror) = &self.mirror {
-                    mirror.stored(fingerprint, position, backend, label);
+                    mirror.stored(fingerprint, position, backend);
                 }
                 drop(shard);
                 self.sessions.add_len(1);
@@ -714,12 +714,13 @@ impl Router {
         removed.is_some()
     }
 
-    /// Takes in what the session store knows of a session: inserts it, or
-    /// moves it (reported to its next request) when it lives elsewhere now.
+    /// Takes in what the session store knows of a session: inserts it
+    /// (labelled by its fingerprint), or moves it (reported to its next
+    /// request) when it lives elsewhere now.
     /// The mirror is not told. Returns whether the table changed; a backend
     /// that is unknown here or keeps no sessions changes nothing.
-    pub fn adopt(&self, fingerprint: u64, position: u32, backend: &str, label: KeyLabel, now: Timestamp) -> bool {
-        self.take_in(fingerprint, Some((position, label, now)), backend)
+    pub fn adopt(&self, fingerprint: u64, position: u32, backend: &str, now: Timestamp) -> bool {
+        self.take_in(fingerprint, Some((position, KeyLabel::hex(fingerprint), now)), backend)
     }
 
     /// Follows a move another balancer made: the session moves to `backend`
@@ -959,7 +960,7 @@ fn key_material<'k>(key: SessionKey<'k>, buf: &'k mut [u8; 16]) -> Option<(KeyDo
 /// The display label of a key.
 fn label_of(key: SessionKey<'_>, session_id: Option<u64>) -> KeyLabel {
     match (key, session_id) {
-        (_, Some(id)) => KeyLabel::session_id(id),
+        (_, Some(id)) => KeyLabel::hex(id),
         (SessionKey::Text(s), _) => KeyLabel::new(s),
         (SessionKey::Source(ip), _) => {
             let mut buf = [0u8; 48];

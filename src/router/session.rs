@@ -36,8 +36,10 @@ impl KeyLabel {
         KeyLabel { len: end as u8, bytes }
     }
 
-    /// A label for a balancer-cookie session id: its 15 leading hex digits.
-    pub fn session_id(id: u64) -> Self {
+    /// The 15 leading hex digits of `id`: a balancer-cookie session id, or
+    /// the fingerprint of a session learned from the shared store (which
+    /// never holds the key itself).
+    pub fn hex(id: u64) -> Self {
         let mut bytes = [0u8; LABEL_LEN];
         let hex = b"0123456789abcdef";
         for (i, b) in bytes.iter_mut().enumerate() {
@@ -441,7 +443,7 @@ mod tests {
         assert_eq!(KeyLabel::new("short").as_str(), "short");
         assert_eq!(KeyLabel::new("0123456789abcdefXYZ").as_str(), "0123456789abcde");
         assert_eq!(KeyLabel::new("ééééééééé").as_str(), "ééééééé");
-        assert_eq!(KeyLabel::session_id(0x0123_4567_89ab_cdef).as_str(), "0123456789abcde");
+        assert_eq!(KeyLabel::hex(0x0123_4567_89ab_cdef).as_str(), "0123456789abcde");
     }
 
     #[test]
