@@ -385,7 +385,7 @@ fn metrics(engine: &Arc<Engine>) -> Response<AdminBody> {
     );
     counter(
         "redispatched_total",
-        "Requests sent to another backend after a failed connect.",
+        "Requests sent to another backend after a failed connect, or resent after a backend failed them before answering.",
         s.redispatched,
     );
     counter(
@@ -397,6 +397,11 @@ fn metrics(engine: &Arc<Engine>) -> Response<AdminBody> {
         "closed_by_drain_total",
         "Backend connections closed at a drain's timeout.",
         s.closed_by_drain,
+    );
+    counter(
+        "lost_in_flight_total",
+        "Requests a backend failed after taking them, answered 502 and not resent (not idempotent).",
+        s.lost_in_flight,
     );
     counter("dropped_events_total", "Events subscribers missed.", s.dropped_events);
     counter(

@@ -120,6 +120,7 @@ fn fixture() -> App {
         smuggling_refused: 0,
         client_connections: 0,
         closed_by_drain: 0,
+        lost_in_flight: 0,
         store: None,
         dropped_events: 17,
         sampled_out_events: 200,

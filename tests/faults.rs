@@ -114,6 +114,11 @@ async fn a_backend_dying_mid_response_ends_only_that_request() {
         let answer = String::from_utf8_lossy(&answer[..n]);
         assert!(answer.starts_with("HTTP/1.1 502"), "{method}: {answer}");
     }
+    // The GET was resendable (there was nowhere else to send it); the POST
+    // was taken by the backend and must not be repeated: lost in flight.
+    let stats = lb.engine.stats_view();
+    assert_eq!(stats.responses.bad_gateway_502, 2);
+    assert_eq!(stats.lost_in_flight, 1);
     // After the headers: the client sees them, then the connection closes
     // short of the promised length.
     let mut s = TcpStream::connect(lb.proxy).await.unwrap();

@@ -52,7 +52,8 @@ pub struct StatsView {
     pub router: StatsSnapshot,
     /// Answers by status class.
     pub responses: ResponsesView,
-    /// Requests sent elsewhere after a failed connect.
+    /// Requests sent elsewhere after a failed connect, or resent after a
+    /// backend failed them before answering.
     pub redispatched: u64,
     /// Tunnels opened.
     pub tunnels: u64,
@@ -62,6 +63,9 @@ pub struct StatsView {
     pub client_connections: u64,
     /// Connections closed at a drain's timeout.
     pub closed_by_drain: u64,
+    /// Requests a backend failed after taking them, answered 502 and not
+    /// resent because repeating them may not be safe.
+    pub lost_in_flight: u64,
     /// The shared session store, when there is one.
     pub store: Option<crate::store::StoreView>,
     /// Events subscribers missed.
@@ -169,6 +173,7 @@ impl Engine {
             smuggling_refused: get(&p.smuggling_refused),
             client_connections: get(&p.client_connections),
             closed_by_drain: get(&p.closed_by_drain),
+            lost_in_flight: get(&p.lost_in_flight),
             store: self.store.as_ref().map(|s| s.view()),
             dropped_events: self.bus.dropped(),
             sampled_out_events: self.bus.sampled_out(),

@@ -163,9 +163,11 @@ pub struct ScenarioError {
 }
 
 /// A metric a check can name.
-pub const METRICS: [&str; 12] = [
+pub const METRICS: [&str; 14] = [
     "requests",
     "errors",
+    "lost_in_flight",
+    "other_errors",
     "lost_sessions",
     "sessions",
     "reassigned",
@@ -395,6 +397,8 @@ impl Scenario {
 struct Sample {
     requests: u64,
     errors: u64,
+    /// 502s for requests a backend failed after taking them, not resent.
+    lost_in_flight: u64,
     by_status: [u64; 6],
     lost: u64,
     created: u64,
@@ -408,6 +412,7 @@ fn sample(engine: &Engine) -> Sample {
     Sample {
         requests: s.responses.total,
         errors: s.responses.server_5xx,
+        lost_in_flight: s.lost_in_flight,
         by_status: [
             0,
             0,
@@ -588,7 +593,14 @@ fn command_label(c: &Command) -> String {
     }
 }
 
-fn phase(started_by: &str, from: f64, to: f64, a: &Sample, b: &Sample, notes: Vec<String>) -> Phase {
+fn phase(started_by: &str, from: f64, to: f64, a: &Sample, b: &Sample, mut notes: Vec<String>) -> Phase {
+    let lost_in_flight = b.lost_in_flight - a.lost_in_flight;
+    if lost_in_flight > 0 {
+        notes.push(format!(
+            "lost in flight: {lost_in_flight} — taken by a backend that failed before answering; \
+             answered 502, not resent, as repeating them may not be safe"
+        ));
+    }
     let load: Vec<(String, u64)> = b
         .per_backend
         .iter()
@@ -637,6 +649,8 @@ fn metric(
     match name {
         "requests" => now.requests as f64,
         "errors" => now.errors as f64,
+        "lost_in_flight" => now.lost_in_flight as f64,
+        "other_errors" => now.errors.saturating_sub(now.lost_in_flight) as f64,
         "lost_sessions" => now.lost as f64,
         "sessions" => engine.router().sessions().len() as f64,
         "reassigned" => now.reassigned as f64,

@@ -76,7 +76,8 @@ pub struct ProxyStats {
     pub unavailable: AtomicU64,
     /// 504 answers (backend too slow).
     pub gateway_timeout: AtomicU64,
-    /// Requests sent to another backend after a failed connect.
+    /// Requests sent to another backend after a failed connect, or resent
+    /// after a backend failed them before answering.
     pub redispatched: AtomicU64,
     /// Upgraded connections (tunnels) opened.
     pub tunnels: AtomicU64,
@@ -87,6 +88,10 @@ pub struct ProxyStats {
     pub client_connections: AtomicU64,
     /// Backend connections still open at a drain's timeout, and closed.
     pub closed_by_drain: AtomicU64,
+    /// Requests a backend failed after taking them that were answered 502
+    /// rather than resent, because repeating them may not be harmless (not
+    /// idempotent, or a body already sent; RFC 9112 §9.3.1). Also in `bad_gateway`.
+    pub lost_in_flight: AtomicU64,
 }
 
 /// The proxy and everything its requests need.
@@ -369,7 +374,11 @@ impl Proxy {
                         }
                         (None, None) => {
                             self.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
-                            return error(StatusCode::BAD_GATEWAY, "502 Bad Gateway: the backend failed\n");
+                            self.stats.lost_in_flight.fetch_add(1, Ordering::Relaxed);
+                            return error(
+                                StatusCode::BAD_GATEWAY,
+                                "502 Bad Gateway: the backend failed after taking the request; not resent, as repeating it may not be safe\n",
+                            );
                         }
                     };
                     if !self.redispatch(&mut route, &mut tried, &mut attempts) {
