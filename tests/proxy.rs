@@ -715,3 +715,53 @@ async fn a_killed_backend_is_not_retired_as_drained() {
     assert_eq!(lb.state(&home), "draining", "killed, awaiting detection — not removed");
     lb.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_shutdown_lets_the_request_in_flight_finish_then_closes() {
+    let outside = DemoBackend::start("ext", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut config = test_config();
+    config.backends = vec![BackendEntry {
+        name: "ext".into(),
+        addr: outside.addr(),
+        weight: 1,
+    }];
+    let lb = Lb::start(config).await;
+    let mut idle = TcpStream::connect(lb.proxy).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = idle.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+
+    let mut busy = TcpStream::connect(lb.proxy).await.unwrap();
+    busy.write_all(b"GET /sleep?ms=500 HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    lb.engine.shutdown().await;
+
+    let mut answer = Vec::new();
+    tokio::time::timeout(5 * SECS, busy.read_to_end(&mut answer))
+        .await
+        .expect("answered, then closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("Backend Server ext"), "{answer}");
+    // An idle keep-alive connection is closed at once.
+    let mut rest = Vec::new();
+    tokio::time::timeout(5 * SECS, idle.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+    assert!(rest.is_empty());
+    // And nothing new is accepted.
+    let refused = async {
+        while TcpStream::connect(lb.proxy).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(5 * SECS, refused)
+        .await
+        .expect("the listener is closed");
+    outside.kill().await;
+}

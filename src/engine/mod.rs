@@ -102,6 +102,8 @@ pub struct Engine {
     traffic: Mutex<Option<Traffic>>,
     shutdown: watch::Sender<bool>,
     proxy_addr: SocketAddr,
+    /// The proxy's threads, joined at shutdown.
+    proxy_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Set once the engine is shared, for tasks it spawns later.
     this: std::sync::OnceLock<std::sync::Weak<Engine>>,
 }
@@ -249,6 +251,7 @@ impl Engine {
             traffic: Mutex::new(None),
             shutdown,
             proxy_addr,
+            proxy_threads: Mutex::new(Vec::new()),
             this: std::sync::OnceLock::new(),
         });
         let _ = engine.this.set(Arc::downgrade(&engine));
@@ -281,13 +284,14 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        proxy
+        let threads = proxy
             .serve_sharded(proxy_listener, proxy_addr, shards, shutdown_rx.clone())
             .map_err(|source| StartError::Bind {
                 addr: proxy_addr,
                 what: "proxy".into(),
                 source,
             })?;
+        *lock(&engine.proxy_threads) = threads;
         if let Some(store) = &store {
             tokio::spawn(Arc::clone(store).run(Arc::clone(&engine.router), shutdown_rx.clone()));
         }
@@ -384,13 +388,24 @@ impl Engine {
         self.shutdown.subscribe()
     }
 
-    /// Stops accepting, stops the clients, checks and demo backends.
+    /// Stops accepting and the demo clients, lets requests in flight finish
+    /// (at most [`crate::proxy::SHUTDOWN_GRACE`]), then stops health checks
+    /// and demo backends.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);
         let traffic = lock(&self.traffic).take();
         if let Some(t) = traffic {
             t.stop().await;
         }
+        // The proxy finishes the requests in flight (at most
+        // `SHUTDOWN_GRACE`) before the demo backends that serve them stop.
+        let threads = std::mem::take(&mut *lock(&self.proxy_threads));
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         let demos: Vec<DemoBackend> = {
             let mut runtimes = lock(&self.runtimes);
             runtimes

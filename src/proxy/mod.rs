@@ -10,12 +10,13 @@ pub mod framing;
 pub mod headers;
 pub mod latency;
 pub mod pool;
+pub mod signal;
 pub mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -36,6 +37,7 @@ use body::{ActiveGuard, ProxyBody, StreamedBody, plain};
 use framing::{FramingGuard, FramingWatch};
 use headers::{CookieAttributes, SetCookie};
 use pool::UpstreamBody;
+use signal::{Fired, Signal};
 use upstream::{Upstream, Upstreams};
 
 /// Settings of the proxy path.
@@ -186,8 +188,13 @@ impl Proxy {
     }
 
     /// Serves clients from `listener` until `shutdown` turns true; then stops
-    /// accepting and lets open connections finish their current request.
+    /// accepting, closes idle keep-alive connections and lets requests in
+    /// flight finish, for at most [`SHUTDOWN_GRACE`] (tunnels are cut).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        // Open connections learn of the shutdown from this, which costs
+        // them nothing per poll (see [`signal`]).
+        let stopping = Arc::new(Signal::default());
+        let open = Arc::new(OpenHere::default());
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -199,12 +206,24 @@ impl Proxy {
                         continue;
                     }
                 },
-                _ = stopped(&mut shutdown) => return,
+                _ = stopped(&mut shutdown) => {
+                    stopping.fire();
+                    drop(listener);
+                    if tokio::time::timeout(SHUTDOWN_GRACE, open.all_closed()).await.is_err() {
+                        tracing::warn!(
+                            "{} client connections still busy after {SHUTDOWN_GRACE:?}: cut",
+                            open.count.load(Ordering::SeqCst)
+                        );
+                    }
+                    return;
+                }
             };
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self);
-            let mut shutdown = shutdown.clone();
+            let stopped = stopping.wait();
+            let here = OpenHere::track(&open);
             tokio::spawn(async move {
+                let _here = here;
                 proxy.stats.client_connections.fetch_add(1, Ordering::Relaxed);
                 let _open = OpenConnection(&proxy.stats.client_connections);
                 let watch = Arc::new(FramingWatch::default());
@@ -228,7 +247,7 @@ impl Proxy {
                 tokio::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => {}
-                    _ = stopped(&mut shutdown) => {
+                    _ = stopped => {
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }
@@ -509,6 +528,45 @@ struct Client {
     forwarded_for: HeaderValue,
 }
 
+/// How long a shutdown waits for requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The client connections one listener has open, for a shutdown to wait on.
+#[derive(Default)]
+struct OpenHere {
+    count: AtomicUsize,
+    closed: Arc<Signal>,
+}
+
+impl OpenHere {
+    /// Counts a connection until the returned guard drops.
+    fn track(this: &Arc<OpenHere>) -> TrackedConnection {
+        this.count.fetch_add(1, Ordering::SeqCst);
+        TrackedConnection(Arc::clone(this))
+    }
+
+    /// Resolves once no connection is open.
+    async fn all_closed(&self) {
+        loop {
+            let next = self.closed.wait();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            next.await;
+        }
+    }
+}
+
+/// One connection counted in [`OpenHere`].
+struct TrackedConnection(Arc<OpenHere>);
+
+impl Drop for TrackedConnection {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.closed.fire();
+    }
+}
+
 /// Counts a client connection until dropped.
 struct OpenConnection<'a>(&'a AtomicU64);
 
@@ -520,12 +578,7 @@ impl Drop for OpenConnection<'_> {
 
 /// Pumps bytes both ways between an upgraded client and backend until one
 /// side closes or the backend's pool is closed (kill, drain timeout).
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    backend: Response<Incoming>,
-    _active: ActiveGuard,
-    mut closing: watch::Receiver<u64>,
-) {
+async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: Response<Incoming>, _active: ActiveGuard, closing: Fired) {
     let (client, backend) = match tokio::join!(client, hyper::upgrade::on(backend)) {
         (Ok(c), Ok(b)) => (c, b),
         _ => return,
@@ -534,7 +587,7 @@ async fn tunnel(
     let mut backend = TokioIo::new(backend);
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
-        _ = closing.changed() => {}
+        _ = closing => {}
     }
 }
 

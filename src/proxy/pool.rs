@@ -7,7 +7,7 @@
 //! drain that timed out.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +16,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+
+use super::signal::{Fired, Signal};
 
 /// What the proxy sends upstream: the client's body, or none (a replay).
 pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
@@ -74,8 +75,8 @@ pub struct BackendPool {
     /// the thread that opened it, so only that thread reuses it.
     idle: Box<[Mutex<Vec<SendRequest<UpstreamBody>>>]>,
     max_idle: usize,
-    /// Bumped to close every connection this pool opened.
-    close: watch::Sender<u64>,
+    /// Fired to close every connection this pool opened.
+    close: Arc<Signal>,
 }
 
 impl BackendPool {
@@ -85,7 +86,7 @@ impl BackendPool {
             addr,
             idle: (0..SHARD_SLOTS).map(|_| Mutex::new(Vec::new())).collect(),
             max_idle,
-            close: watch::Sender::new(0),
+            close: Arc::default(),
         }
     }
 
@@ -135,18 +136,18 @@ impl BackendPool {
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|source| ConnectError::Handshake { addr, source })?;
-        let mut close = self.close.subscribe();
+        let close = self.close.wait();
         tokio::spawn(async move {
             if upgrades {
                 let conn = conn.with_upgrades();
                 tokio::select! {
                     _ = conn => {}
-                    _ = close.changed() => {}
+                    _ = close => {}
                 }
             } else {
                 tokio::select! {
                     _ = conn => {}
-                    _ = close.changed() => {}
+                    _ = close => {}
                 }
             }
         });
@@ -158,12 +159,11 @@ impl BackendPool {
         for idle in self.idle.iter() {
             idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
-        self.close.send_modify(|g| *g += 1);
+        self.close.fire();
     }
 
-    /// A receiver that changes when [`BackendPool::close_all`] is called
-    /// (tunnels watch it).
-    pub fn closing(&self) -> watch::Receiver<u64> {
-        self.close.subscribe()
+    /// Resolves when [`BackendPool::close_all`] is next called (tunnels wait on it).
+    pub fn closing(&self) -> Fired {
+        self.close.wait()
     }
 }
