@@ -221,11 +221,10 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self);
             let stopped = stopping.wait();
-            let here = OpenHere::track(&open);
+            // Counted before the task runs, so a shutdown right now waits for it.
+            let open_connection = open.track(&proxy);
             tokio::spawn(async move {
-                let _here = here;
-                proxy.stats.client_connections.fetch_add(1, Ordering::Relaxed);
-                let _open = OpenConnection(&proxy.stats.client_connections);
+                let _open = open_connection;
                 let watch = Arc::new(FramingWatch::default());
                 let stream = FramingGuard::new(stream, Arc::clone(&watch));
                 let forwarded_for = headers::peer_value(peer.ip());
@@ -535,20 +534,26 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct OpenHere {
     count: AtomicUsize,
-    closed: Arc<Signal>,
+    /// Fired when the count drops to zero.
+    none_left: Arc<Signal>,
 }
 
 impl OpenHere {
-    /// Counts a connection until the returned guard drops.
-    fn track(this: &Arc<OpenHere>) -> TrackedConnection {
-        this.count.fetch_add(1, Ordering::SeqCst);
-        TrackedConnection(Arc::clone(this))
+    /// Counts a connection, here and in the proxy's gauge, until the
+    /// returned guard drops.
+    fn track(self: &Arc<Self>, proxy: &Arc<Proxy>) -> OpenConnection {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        proxy.stats.client_connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection {
+            here: Arc::clone(self),
+            proxy: Arc::clone(proxy),
+        }
     }
 
     /// Resolves once no connection is open.
     async fn all_closed(&self) {
         loop {
-            let next = self.closed.wait();
+            let next = self.none_left.wait();
             if self.count.load(Ordering::SeqCst) == 0 {
                 return;
             }
@@ -557,22 +562,18 @@ impl OpenHere {
     }
 }
 
-/// One connection counted in [`OpenHere`].
-struct TrackedConnection(Arc<OpenHere>);
-
-impl Drop for TrackedConnection {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::SeqCst);
-        self.0.closed.fire();
-    }
+/// One client connection, counted in its [`OpenHere`] and the proxy's gauge.
+struct OpenConnection {
+    here: Arc<OpenHere>,
+    proxy: Arc<Proxy>,
 }
 
-/// Counts a client connection until dropped.
-struct OpenConnection<'a>(&'a AtomicU64);
-
-impl Drop for OpenConnection<'_> {
+impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.proxy.stats.client_connections.fetch_sub(1, Ordering::Relaxed);
+        if self.here.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.here.none_left.fire();
+        }
     }
 }
 

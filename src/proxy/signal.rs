@@ -33,7 +33,7 @@ impl Signal {
     }
 
     /// Firings so far.
-    pub fn generation(&self) -> u64 {
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
