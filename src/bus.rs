@@ -7,8 +7,10 @@
 //! to a budget per 100 ms window and skipped entirely when nobody listens;
 //! the per-second figures come from counters, not from events.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -22,6 +24,44 @@ pub const SAMPLE_BUDGET: u64 = 40;
 
 /// Events buffered for each subscriber before the oldest are overwritten.
 pub const CAPACITY: usize = 4096;
+
+/// What found a killed backend dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DetectedBy {
+    /// Active health checks (`fall` failures in a row).
+    HealthCheck,
+    /// The proxy's connects (`fall` failures in a row): passive health.
+    Connect,
+}
+
+impl std::fmt::Display for DetectedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DetectedBy::HealthCheck => "health-check",
+            DetectedBy::Connect => "connect",
+        })
+    }
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrainEnd {
+    /// No session and no connection was left.
+    Empty,
+    /// The timeout came: what was left was closed and moved.
+    Timeout,
+}
+
+impl std::fmt::Display for DrainEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DrainEnd::Empty => "empty",
+            DrainEnd::Timeout => "timeout",
+        })
+    }
+}
 
 /// Everything that travels on the bus.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,8 +78,8 @@ pub enum BusEvent {
         sessions: u64,
         /// Seconds left before the timeout.
         remaining_secs: u64,
-        /// The drain ended (`reason` says how).
-        done: Option<&'static str>,
+        /// The drain ended, and how.
+        done: Option<DrainEnd>,
     },
     /// A killed backend was found down: how long it took and by what.
     Detected {
@@ -47,8 +87,8 @@ pub enum BusEvent {
         backend: String,
         /// Milliseconds from the kill to its state going down.
         after_ms: u64,
-        /// `health-check` or `connect` (passive).
-        by: &'static str,
+        /// What noticed.
+        by: DetectedBy,
     },
     /// Something the demo clients saw.
     Traffic(TrafficEvent),
@@ -80,8 +120,9 @@ impl BusEvent {
         }
     }
 
-    /// The event as one JSON object, backend ids resolved to names.
-    pub fn to_json(&self, topo: &Topology, clock: &Clock) -> Value {
+    /// The event as one JSON object, backend ids resolved to names;
+    /// `at_ms` is when it was published.
+    pub fn to_json(&self, topo: &Topology, at_ms: u64) -> Value {
         let name = |id: crate::router::BackendId| -> Value {
             if id.index() < topo.backend_count() {
                 Value::from(&*topo.backend(id).name)
@@ -92,21 +133,25 @@ impl BusEvent {
         match self {
             BusEvent::Router(e) => match e {
                 Event::Routed {
-                    key,
+                    session,
                     position,
                     backend,
                     via,
                     at,
-                } => json!({"type": "routed", "key": key.as_str(), "position": position,
+                } => json!({"type": "routed", "session": session.map(|s| s.to_string()), "position": position,
                     "backend": name(*backend), "via": via, "at_ms": at.0}),
-                Event::SessionCreated { key, backend } => {
-                    json!({"type": "session-created", "key": key.as_str(), "backend": name(*backend)})
+                Event::SessionCreated { session, backend } => {
+                    json!({"type": "session-created", "session": session.to_string(), "backend": name(*backend)})
                 }
-                Event::SessionEnded { key, backend, reason } => {
-                    json!({"type": "session-ended", "key": key.as_str(), "backend": name(*backend), "reason": reason})
+                Event::SessionEnded {
+                    session,
+                    backend,
+                    reason,
+                } => {
+                    json!({"type": "session-ended", "session": session.to_string(), "backend": name(*backend), "reason": reason})
                 }
-                Event::SessionReassigned { key, from, to } => {
-                    json!({"type": "session-reassigned", "key": key.as_str(), "from": name(*from), "to": name(*to)})
+                Event::SessionReassigned { session, from, to } => {
+                    json!({"type": "session-reassigned", "session": session.to_string(), "from": name(*from), "to": name(*to)})
                 }
                 Event::BackendState { backend, from, to } => {
                     json!({"type": "backend-state", "backend": name(*backend), "from": from, "to": to})
@@ -131,7 +176,7 @@ impl BusEvent {
             BusEvent::Traffic(TrafficEvent::LoggedIn { client, backend }) => {
                 json!({"type": "logged-in", "client": client, "backend": backend})
             }
-            BusEvent::Command(text) => json!({"type": "command", "text": text, "at_ms": clock.now().0}),
+            BusEvent::Command(text) => json!({"type": "command", "text": text, "at_ms": at_ms}),
             BusEvent::Second {
                 requests,
                 errors,
@@ -139,15 +184,48 @@ impl BusEvent {
                 lost_sessions,
                 dropped,
             } => json!({"type": "second", "requests": requests, "errors": errors, "sessions": sessions,
-                "lost_sessions": lost_sessions, "dropped": dropped, "at_ms": clock.now().0}),
+                "lost_sessions": lost_sessions, "dropped": dropped, "at_ms": at_ms}),
         }
+    }
+}
+
+/// An event as published: when, and its JSON line, made once for every
+/// stream that wants it.
+#[derive(Debug)]
+pub struct Published {
+    /// The event.
+    pub event: BusEvent,
+    /// Router time when it was published.
+    pub at_ms: u64,
+    json: OnceLock<Bytes>,
+}
+
+impl std::ops::Deref for Published {
+    type Target = BusEvent;
+
+    fn deref(&self) -> &BusEvent {
+        &self.event
+    }
+}
+
+impl Published {
+    /// The event as one line of JSON, newline included; serialized by the
+    /// first stream that asks, shared by the others.
+    pub fn json_line(&self, topo: &Topology) -> Bytes {
+        self.json
+            .get_or_init(|| {
+                let mut line = serde_json::to_vec(&self.event.to_json(topo, self.at_ms)).unwrap_or_default();
+                line.push(b'\n');
+                Bytes::from(line)
+            })
+            .clone()
     }
 }
 
 /// The bus. Share it behind an `Arc`; it is the router's [`EventSink`].
 #[derive(Debug)]
 pub struct EventBus {
-    tx: broadcast::Sender<Arc<BusEvent>>,
+    tx: broadcast::Sender<Arc<Published>>,
     clock: Clock,
     subscribers: AtomicUsize,
     /// Events subscribers missed because they lagged.
@@ -183,7 +261,11 @@ impl EventBus {
             self.sampled_out.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let _ = self.tx.send(Arc::new(event));
+        let _ = self.tx.send(Arc::new(Published {
+            event,
+            at_ms: self.clock.now().0,
+            json: OnceLock::new(),
+        }));
     }
 
     fn take_budget(&self) -> bool {
@@ -193,6 +275,11 @@ impl EventBus {
             self.spent.store(0, Ordering::Relaxed);
         }
         self.spent.fetch_add(1, Ordering::Relaxed) < SAMPLE_BUDGET
+    }
+
+    /// Subscriptions open now.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
     }
 
     /// A new subscription, starting with the next event.
@@ -233,13 +320,13 @@ impl EventSink for EventBus {
 /// One subscriber's stream of events.
 #[derive(Debug)]
 pub struct Subscription {
-    rx: broadcast::Receiver<Arc<BusEvent>>,
+    rx: broadcast::Receiver<Arc<Published>>,
     bus: Arc<EventBus>,
 }
 
 impl Subscription {
     /// The next event; `None` when the bus is gone. Lag is counted, not fatal.
-    pub async fn recv(&mut self) -> Option<Arc<BusEvent>> {
+    pub async fn recv(&mut self) -> Option<Arc<Published>> {
         loop {
             match self.rx.recv().await {
                 Ok(e) => return Some(e),
@@ -252,7 +339,7 @@ impl Subscription {
     }
 
     /// Every event waiting now, without waiting: for a frame's worth at once.
-    pub fn drain_into(&mut self, out: &mut Vec<Arc<BusEvent>>) {
+    pub fn drain_into(&mut self, out: &mut Vec<Arc<Published>>) {
         loop {
             match self.rx.try_recv() {
                 Ok(e) => out.push(e),
@@ -286,7 +373,7 @@ mod tests {
             bus.publish(BusEvent::Command(format!("c{i}")));
         }
         let first = sub.recv().await.unwrap();
-        assert_eq!(*first, BusEvent::Command("c10".into()));
+        assert_eq!(first.event, BusEvent::Command("c10".into()));
         assert_eq!(bus.dropped(), 10);
         drop(sub);
         assert!(!bus.wants_routed());
@@ -304,7 +391,7 @@ mod tests {
         sub.drain_into(&mut got);
         // Within one or two windows: at most two budgets, and the command.
         assert!(got.len() as u64 <= 2 * SAMPLE_BUDGET + 1, "{}", got.len());
-        assert_eq!(*got[got.len() - 1], BusEvent::Command("always".into()));
+        assert_eq!(got[got.len() - 1].event, BusEvent::Command("always".into()));
         assert!(bus.sampled_out() >= 1000 - 2 * SAMPLE_BUDGET);
     }
 }

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use std::sync::Arc;
+
+use crate::app::{Listeners, StartOptions};
 use crate::config::{BackendEntry, Config, ConfigError};
 use crate::experiment::{self, RingExperiment};
 use crate::router::affinity::AffinityMode;
@@ -78,9 +81,13 @@ pub struct RunArgs {
     /// Where the dashboard writes its log.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// Proxy threads, each with its own listener and connections (default: one per core).
+    /// Proxy threads, each with its own runtime and connections (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: Option<u16>,
+    /// Make a new random cookie secret for this run only (balancer cookies
+    /// then die with the process), instead of the one kept in the state directory.
+    #[arg(long)]
+    pub ephemeral_secret: bool,
 }
 
 impl RunArgs {
@@ -114,7 +121,7 @@ impl RunArgs {
             c.sessions.store = Some(v.clone());
         }
         if c.affinity.secret.is_none() {
-            c.affinity.secret = std::env::var(crate::engine::SECRET_ENV).ok().filter(|s| !s.is_empty());
+            c.affinity.secret = std::env::var(crate::secret::SECRET_ENV).ok().filter(|s| !s.is_empty());
         }
         if let Some(v) = self.placement {
             c.routing.placement = v;
@@ -148,6 +155,23 @@ impl RunArgs {
         }
         c.validate(&origin)?;
         Ok(c)
+    }
+
+    /// Fills in the cookie secret when neither the file, the command line
+    /// nor the environment gave one: the secret kept in the state directory
+    /// (made the first time), or none with `--ephemeral-secret`. Says where
+    /// it is kept.
+    pub fn resolve_secret(&self, config: &mut Config) -> anyhow::Result<()> {
+        if config.affinity.secret.is_some() || self.ephemeral_secret {
+            return Ok(());
+        }
+        let (secret, path) = crate::secret::kept_secret()?;
+        tracing::info!(
+            "cookie secret kept in {} (balancer cookies survive restarts)",
+            path.display()
+        );
+        config.affinity.secret = Some(secret);
+        Ok(())
     }
 }
 
@@ -274,19 +298,45 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Scenario(a)) => scenario(&a),
         Some(Command::DemoBackend(a)) => {
-            crate::app::log_to_stderr("info");
+            crate::logging::to_stderr("info");
             runtime()?.block_on(crate::demo::backend::run_standalone(&a.name, a.listen))
         }
-        None => {
-            let config = cli.run.config()?;
-            let rt = runtime()?;
-            if cli.run.headless {
-                crate::app::log_to_stderr(&config.log.level);
-                rt.block_on(crate::app::run_headless(config))
-            } else {
-                rt.block_on(crate::dashboard::run(config))
+        None => balancer(cli.run),
+    }
+}
+
+/// Runs the balancer: headless, or with the dashboard.
+fn balancer(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = args.config()?;
+    let rt = runtime()?;
+    if args.headless {
+        crate::logging::to_stderr(&config.log.level);
+        args.resolve_secret(&mut config)?;
+        let reread: Option<Box<dyn Fn() -> anyhow::Result<Config> + Send>> = match &args.config {
+            Some(_) => {
+                let args = Arc::new(args);
+                Some(Box::new(move || Ok(args.config()?)))
             }
-        }
+            None => None,
+        };
+        rt.block_on(async {
+            let listeners = Listeners::bind(&config)?;
+            crate::headless::run(listeners, config, reread).await
+        })
+    } else {
+        let log_path = config.log.file.clone();
+        let _log = crate::logging::to_file(&log_path, &config.log.level)?;
+        args.resolve_secret(&mut config)?;
+        let traffic = config.traffic.enabled.unwrap_or(true);
+        let result = rt.block_on(async {
+            let listeners = Listeners::bind(&config)?;
+            let handle = crate::app::start(listeners, config, StartOptions { traffic }).await?;
+            let ui = crate::dashboard::run(&handle, &log_path.display().to_string()).await;
+            handle.shutdown().await;
+            ui
+        });
+        println!("ringside: the log is in {}", log_path.display());
+        result
     }
 }
 
@@ -295,19 +345,27 @@ fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     let report = if a.tui {
         let (scenario, actions) = Scenario::load(&a.file)?;
-        let (tx, rx) = std::sync::mpsc::channel();
+        let config = scenario.config();
+        let log_path = config.log.file.clone();
+        let _log = crate::logging::to_file(&log_path, &config.log.level)?;
         let name = a.file.display().to_string();
-        rt.block_on(crate::dashboard::run_with(scenario.config(), |engine| {
-            let engine = std::sync::Arc::clone(engine);
-            tokio::spawn(async move {
-                let _ = tx.send(drive(engine, name, scenario.duration_secs, actions).await);
-            });
-        }))?;
-        rx.try_recv()
-            .map_err(|_| anyhow::anyhow!("the dashboard was closed before the scenario finished"))?
+        let report = rt.block_on(async {
+            let handle = crate::app::bind_and_start(config, StartOptions { traffic: true }).await?;
+            let run = tokio::spawn(drive(handle.clone(), name, scenario.duration_secs, actions, |_| {}));
+            let ui = crate::dashboard::run(&handle, &log_path.display().to_string()).await;
+            let report = if run.is_finished() { run.await.ok() } else { None };
+            handle.shutdown().await;
+            ui.map(|()| report)
+        })?;
+        report.ok_or_else(|| anyhow::anyhow!("the dashboard was closed before the scenario finished"))?
     } else {
-        crate::app::log_to_stderr("warn");
-        rt.block_on(run_file(&a.file))?
+        crate::logging::to_stderr("warn");
+        let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !a.json;
+        rt.block_on(run_file(&a.file, |line| {
+            if interactive {
+                println!("{line}");
+            }
+        }))?
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

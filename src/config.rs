@@ -268,6 +268,11 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token; required to listen anywhere but loopback.
     pub token: Option<String>,
+    /// Host names the API answers to besides `localhost`, `127.0.0.1`,
+    /// `[::1]` and its listen address (requests naming any other are refused).
+    pub allowed_hosts: Vec<String>,
+    /// `/api/events` streams open at once, at most.
+    pub max_event_streams: usize,
 }
 
 impl Default for AdminConfig {
@@ -275,6 +280,8 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             token: None,
+            allowed_hosts: Vec::new(),
+            max_event_streams: 64,
         }
     }
 }
@@ -384,42 +391,122 @@ impl Config {
         })
     }
 
-    /// Checks ranges and consistency; `origin` names the source in errors.
+    /// Checks ranges and consistency, section by section; `origin` names
+    /// the source in errors.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let bad = |key: &'static str, reason: String| ConfigError::Invalid {
+        self.check().map_err(|Invalid(key, reason)| ConfigError::Invalid {
             origin: origin.to_owned(),
             key,
             reason,
-        };
-        let mut names = std::collections::HashSet::new();
-        for b in &self.backends {
-            BackendSpec::new(&b.name, b.addr, b.weight).map_err(|e| bad("backends", e.to_string()))?;
-            if !names.insert(b.name.as_str()) {
-                return Err(bad(
-                    "backends",
-                    format!("name {:?} appears twice: names must be unique", b.name),
-                ));
-            }
-        }
-        if !(1..=10_000).contains(&self.routing.vnodes) {
-            return Err(bad(
-                "routing.vnodes",
-                format!("is {}; use 1 to 10000", self.routing.vnodes),
+        })
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        check_backends(&self.backends)?;
+        self.routing.check()?;
+        self.affinity.check()?;
+        self.health.check()?;
+        if self.drain.timeout_secs == 0 || self.drain.timeout_secs > 86_400 {
+            return Err(Invalid(
+                "drain.timeout_secs",
+                format!("is {}; use 1 to 86400", self.drain.timeout_secs),
             ));
         }
-        if !(self.routing.bound_factor > 1.0 && self.routing.bound_factor <= 10.0) {
-            return Err(bad(
+        self.proxy.check()?;
+        self.sessions.check(self.affinity.secret.is_some())?;
+        self.admin.check()?;
+        if self.backends.is_empty() && !(1..=64).contains(&self.demo.backends) {
+            return Err(Invalid(
+                "demo.backends",
+                format!("is {}; use 1 to 64", self.demo.backends),
+            ));
+        }
+        in_range(
+            "demo.health_interval_ms",
+            self.demo.health_interval_ms,
+            10,
+            3_600_000,
+            "milliseconds",
+        )?;
+        self.traffic.check()
+    }
+
+    /// The affinity extractor's settings (names checked by [`Config::validate`]).
+    pub fn affinity_config(&self) -> crate::router::affinity::AffinityConfig {
+        let a = &self.affinity;
+        crate::router::affinity::AffinityConfig {
+            mode: a.mode,
+            app_cookie: a.app_cookie.clone(),
+            header: http::HeaderName::from_bytes(a.header.as_bytes())
+                .unwrap_or(http::HeaderName::from_static("x-session-id")),
+            query_param: a.query_param.clone(),
+            trusted_proxies: a
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse::<IpNet>().ok())
+                .collect(),
+        }
+    }
+
+    /// The backend timeout.
+    pub fn backend_timeout(&self) -> Duration {
+        Duration::from_millis(self.proxy.backend_timeout_ms)
+    }
+}
+
+/// A key and what is wrong with its value.
+struct Invalid(&'static str, String);
+
+fn in_range(key: &'static str, v: u64, lo: u64, hi: u64, unit: &str) -> Result<(), Invalid> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(Invalid(key, format!("is {v}; use {lo} to {hi} {unit}")))
+    }
+}
+
+fn check_backends(backends: &[BackendEntry]) -> Result<(), Invalid> {
+    let mut names = std::collections::HashSet::new();
+    if backends.len() > crate::router::MAX_BACKENDS {
+        return Err(Invalid(
+            "backends",
+            format!("lists {}; at most {}", backends.len(), crate::router::MAX_BACKENDS),
+        ));
+    }
+    for b in backends {
+        BackendSpec::new(&b.name, b.addr, b.weight).map_err(|e| Invalid("backends", e.to_string()))?;
+        if !names.insert(b.name.as_str()) {
+            return Err(Invalid(
+                "backends",
+                format!("name {:?} appears twice: names must be unique", b.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl RoutingConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        in_range("routing.vnodes", u64::from(self.vnodes), 1, 10_000, "")?;
+        if !(self.bound_factor > 1.0 && self.bound_factor <= 10.0) {
+            return Err(Invalid(
                 "routing.bound_factor",
                 format!(
                     "is {}; use a number above 1 and at most 10 (1.25 is usual)",
-                    self.routing.bound_factor
+                    self.bound_factor
                 ),
             ));
         }
-        if let Some(secret) = &self.affinity.secret
+        Ok(())
+    }
+}
+
+impl AffinitySection {
+    fn check(&self) -> Result<(), Invalid> {
+        if let Some(secret) = &self.secret
             && secret.len() < MIN_SECRET_LEN
         {
-            return Err(bad(
+            return Err(Invalid(
                 "affinity.secret",
                 format!(
                     "has {} bytes; use at least {MIN_SECRET_LEN} (e.g. `openssl rand -hex 32`)",
@@ -427,140 +514,171 @@ impl Config {
                 ),
             ));
         }
-        if !is_cookie_name(&self.affinity.cookie_name) {
-            return Err(bad(
+        if !is_cookie_name(&self.cookie_name) {
+            return Err(Invalid(
                 "affinity.cookie_name",
-                format!("{:?} is not a valid cookie name", self.affinity.cookie_name),
+                format!("{:?} is not a valid cookie name", self.cookie_name),
             ));
         }
-        if !is_cookie_name(&self.affinity.app_cookie) {
-            return Err(bad(
+        if !is_cookie_name(&self.app_cookie) {
+            return Err(Invalid(
                 "affinity.app_cookie",
-                format!("{:?} is not a valid cookie name", self.affinity.app_cookie),
+                format!("{:?} is not a valid cookie name", self.app_cookie),
             ));
         }
-        if http::HeaderName::from_bytes(self.affinity.header.as_bytes()).is_err() {
-            return Err(bad(
+        if http::HeaderName::from_bytes(self.header.as_bytes()).is_err() {
+            return Err(Invalid(
                 "affinity.header",
-                format!("{:?} is not a valid header name", self.affinity.header),
+                format!("{:?} is not a valid header name", self.header),
             ));
         }
-        if self.affinity.query_param.is_empty() || self.affinity.query_param.contains(['&', '=', ' ']) {
-            return Err(bad(
+        if self.query_param.is_empty() || self.query_param.contains(['&', '=', ' ']) {
+            return Err(Invalid(
                 "affinity.query_param",
-                format!("{:?} is not a usable parameter name", self.affinity.query_param),
+                format!("{:?} is not a usable parameter name", self.query_param),
             ));
         }
-        for p in &self.affinity.trusted_proxies {
-            p.parse::<IpNet>().map_err(|e| bad("affinity.trusted_proxies", e))?;
+        for p in &self.trusted_proxies {
+            p.parse::<IpNet>().map_err(|e| Invalid("affinity.trusted_proxies", e))?;
         }
-        if !self.health.path.starts_with('/') {
-            return Err(bad(
-                "health.path",
-                format!("{:?} must start with '/'", self.health.path),
-            ));
+        Ok(())
+    }
+}
+
+impl HealthConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        if !self.path.starts_with('/') {
+            return Err(Invalid("health.path", format!("{:?} must start with '/'", self.path)));
         }
-        for (key, v) in [
-            ("health.interval_ms", self.health.interval_ms),
-            ("health.timeout_ms", self.health.timeout_ms),
-            ("proxy.connect_timeout_ms", self.proxy.connect_timeout_ms),
-            ("proxy.backend_timeout_ms", self.proxy.backend_timeout_ms),
-            ("proxy.header_read_timeout_ms", self.proxy.header_read_timeout_ms),
-            ("demo.health_interval_ms", self.demo.health_interval_ms),
-        ] {
-            if !(10..=3_600_000).contains(&v) {
-                return Err(bad(key, format!("is {v}; use 10 to 3600000 milliseconds")));
-            }
-        }
-        for (key, v) in [("health.rise", self.health.rise), ("health.fall", self.health.fall)] {
-            if !(1..=100).contains(&v) {
-                return Err(bad(key, format!("is {v}; use 1 to 100")));
-            }
-        }
-        if self.drain.timeout_secs == 0 || self.drain.timeout_secs > 86_400 {
-            return Err(bad(
-                "drain.timeout_secs",
-                format!("is {}; use 1 to 86400", self.drain.timeout_secs),
-            ));
-        }
-        if !(8192..=1024 * 1024).contains(&self.proxy.max_header_bytes) {
-            return Err(bad(
-                "proxy.max_header_bytes",
-                format!("is {}; use 8192 to 1048576", self.proxy.max_header_bytes),
-            ));
-        }
-        if self.proxy.threads > 64 {
-            return Err(bad(
+        in_range("health.interval_ms", self.interval_ms, 10, 3_600_000, "milliseconds")?;
+        in_range("health.timeout_ms", self.timeout_ms, 10, 3_600_000, "milliseconds")?;
+        in_range("health.rise", u64::from(self.rise), 1, 100, "")?;
+        in_range("health.fall", u64::from(self.fall), 1, 100, "")
+    }
+}
+
+impl ProxyConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        in_range(
+            "proxy.connect_timeout_ms",
+            self.connect_timeout_ms,
+            10,
+            3_600_000,
+            "milliseconds",
+        )?;
+        in_range(
+            "proxy.backend_timeout_ms",
+            self.backend_timeout_ms,
+            10,
+            3_600_000,
+            "milliseconds",
+        )?;
+        in_range(
+            "proxy.header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            10,
+            3_600_000,
+            "milliseconds",
+        )?;
+        in_range(
+            "proxy.max_header_bytes",
+            self.max_header_bytes as u64,
+            8192,
+            1024 * 1024,
+            "bytes",
+        )?;
+        if self.threads > 64 {
+            return Err(Invalid(
                 "proxy.threads",
-                format!("is {}; use 0 (one per core) to 64", self.proxy.threads),
+                format!("is {}; use 0 (one per core) to 64", self.threads),
             ));
         }
-        if self.proxy.retries > 10 {
-            return Err(bad("proxy.retries", format!("is {}; use 0 to 10", self.proxy.retries)));
+        in_range("proxy.retries", u64::from(self.retries), 0, 10, "")
+    }
+}
+
+impl SessionsConfig {
+    fn check(&self, has_secret: bool) -> Result<(), Invalid> {
+        if self.idle_timeout_secs == 0 {
+            return Err(Invalid("sessions.idle_timeout_secs", "is 0; use at least 1".into()));
         }
-        if self.sessions.idle_timeout_secs == 0 {
-            return Err(bad("sessions.idle_timeout_secs", "is 0; use at least 1".into()));
-        }
-        if !(1..=100_000_000).contains(&self.sessions.max) {
-            return Err(bad(
-                "sessions.max",
-                format!("is {}; use 1 to 100000000", self.sessions.max),
-            ));
-        }
-        if let Some(url) = &self.sessions.store {
-            crate::store::check_url(url).map_err(|e| bad("sessions.store", e.to_string()))?;
-            if self.affinity.secret.is_none() {
-                return Err(bad(
+        in_range("sessions.max", self.max as u64, 1, 100_000_000, "")?;
+        if let Some(url) = &self.store {
+            check_store_url(url).map_err(|reason| Invalid("sessions.store", reason))?;
+            if !has_secret {
+                return Err(Invalid(
                     "sessions.store",
                     "needs a cookie secret (affinity.secret or RINGSIDE_COOKIE_SECRET), the same on every balancer that shares the store".into(),
                 ));
             }
         }
-        if !(1..=10_000).contains(&self.sessions.store_timeout_ms) {
-            return Err(bad(
-                "sessions.store_timeout_ms",
-                format!("is {}; use 1 to 10000", self.sessions.store_timeout_ms),
-            ));
-        }
-        if self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
-            return Err(bad(
+        in_range(
+            "sessions.store_timeout_ms",
+            self.store_timeout_ms,
+            1,
+            10_000,
+            "milliseconds",
+        )
+    }
+}
+
+/// Checks a session store address without connecting.
+pub fn check_store_url(url: &str) -> Result<(), String> {
+    if url.starts_with("rediss://") {
+        return Err(format!(
+            "{url:?}: TLS to Redis is not supported; use redis:// on a trusted network"
+        ));
+    }
+    if !url.starts_with("redis://") {
+        return Err(format!("{url:?}: use redis://host:port"));
+    }
+    redis::Client::open(url).map(drop).map_err(|e| format!("{url:?}: {e}"))
+}
+
+impl AdminConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        if self.token.is_none() && !self.listen.ip().is_loopback() {
+            return Err(Invalid(
                 "admin.listen",
                 format!(
                     "is {} without a token: set admin.token to expose the admin API beyond loopback",
-                    self.admin.listen
+                    self.listen
                 ),
             ));
         }
-        if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
-            return Err(bad("admin.token", "is shorter than 16 characters".into()));
+        if self.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(Invalid("admin.token", "is shorter than 16 characters".into()));
         }
-        if self.backends.is_empty() && !(1..=64).contains(&self.demo.backends) {
-            return Err(bad("demo.backends", format!("is {}; use 1 to 64", self.demo.backends)));
+        for h in &self.allowed_hosts {
+            let ok = !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+            if !ok {
+                return Err(Invalid(
+                    "admin.allowed_hosts",
+                    format!("{h:?} is not a host name (no port, no scheme)"),
+                ));
+            }
         }
-        if !(self.traffic.rate > 0.0 && self.traffic.rate <= 100_000.0) {
-            return Err(bad(
-                "traffic.rate",
-                format!("is {}; use a rate above 0 and at most 100000", self.traffic.rate),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.traffic.nat_share) {
-            return Err(bad(
-                "traffic.nat_share",
-                format!("is {}; use 0 to 1", self.traffic.nat_share),
-            ));
-        }
-        if !(1..=10_000).contains(&self.traffic.clients) {
-            return Err(bad(
-                "traffic.clients",
-                format!("is {}; use 1 to 10000", self.traffic.clients),
-            ));
-        }
-        Ok(())
+        in_range("admin.max_event_streams", self.max_event_streams as u64, 1, 4096, "")
     }
+}
 
-    /// The backend timeout.
-    pub fn backend_timeout(&self) -> Duration {
-        Duration::from_millis(self.proxy.backend_timeout_ms)
+impl TrafficSection {
+    fn check(&self) -> Result<(), Invalid> {
+        if !(self.rate > 0.0 && self.rate <= 100_000.0) {
+            return Err(Invalid(
+                "traffic.rate",
+                format!("is {}; use a rate above 0 and at most 100000", self.rate),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.nat_share) {
+            return Err(Invalid(
+                "traffic.nat_share",
+                format!("is {}; use 0 to 1", self.nat_share),
+            ));
+        }
+        in_range("traffic.clients", self.clients as u64, 1, 10_000, "")
     }
 }
 

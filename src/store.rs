@@ -27,11 +27,12 @@ use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::bus::{BusEvent, EventBus};
 use crate::router::hash::BuildIdentity;
-use crate::router::{BackendId, Router, SessionMirror, Timestamp};
+use crate::router::{BackendId, KeyDomain, Router, SessionMirror, Timestamp};
+use crate::shutdown::ShutdownSignal;
 
 /// The channel moves and ends are published on.
 const CHANNEL: &str = "ringside:sessions";
@@ -160,14 +161,10 @@ pub struct BadStoreUrl {
 
 /// Checks a store address without connecting.
 pub fn check_url(url: &str) -> Result<(), BadStoreUrl> {
-    let bad = |reason: String| BadStoreUrl {
+    crate::config::check_store_url(url).map_err(|reason| BadStoreUrl {
         url: url.to_owned(),
         reason,
-    };
-    if !url.starts_with("redis://") {
-        return Err(bad("use redis://host:port".into()));
-    }
-    redis::Client::open(url).map(drop).map_err(|e| bad(e.to_string()))
+    })
 }
 
 /// The address without its password, for display.
@@ -339,7 +336,7 @@ impl RedisStore {
     /// Connects, puts the local table back, then writes changes and follows
     /// other balancers until `shutdown`; reconnects with backoff whenever
     /// Redis fails.
-    pub async fn run(self: Arc<Self>, router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, router: Arc<Router>, mut shutdown: ShutdownSignal) {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.connect().await {
@@ -348,7 +345,7 @@ impl RedisStore {
                         backoff = Duration::from_millis(100);
                         self.healthy(conn.clone());
                         let why = self.serve(&router, conn, pubsub, &mut shutdown).await;
-                        if *shutdown.borrow() {
+                        if shutdown.is_stopped() {
                             return;
                         }
                         self.degrade(&why);
@@ -359,7 +356,7 @@ impl RedisStore {
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = crate::proxy::stopped(&mut shutdown) => return,
+                _ = shutdown.stopped() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
@@ -387,24 +384,27 @@ impl RedisStore {
         let mut batch = redis::pipe();
         let mut queued = 0;
         let mut value = String::new();
-        for i in 0..router.sessions().shard_count() {
-            let sessions: Vec<_> = router.sessions().shard(i).iter().collect();
-            for s in sessions {
-                value.clear();
-                let _ = write!(value, "{}\t{}", topo.backend(s.backend).name, s.position);
-                batch
-                    .cmd("SET")
-                    .arg(key_of(s.fingerprint))
-                    .arg(&value)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(self.ttl_secs)
-                    .ignore();
-                queued += 1;
-                if queued == RESYNC_BATCH {
-                    self.send(conn, &batch).await?;
-                    batch = redis::pipe();
-                    queued = 0;
+        for domain in KeyDomain::ALL {
+            let table = router.table(domain);
+            for i in 0..table.shard_count() {
+                let sessions: Vec<_> = table.shard(i).iter().collect();
+                for s in sessions {
+                    value.clear();
+                    let _ = write!(value, "{}\t{}", topo.backend(s.backend).name, s.position);
+                    batch
+                        .cmd("SET")
+                        .arg(key_of(s.fingerprint))
+                        .arg(&value)
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(self.ttl_secs)
+                        .ignore();
+                    queued += 1;
+                    if queued == RESYNC_BATCH {
+                        self.send(conn, &batch).await?;
+                        batch = redis::pipe();
+                        queued = 0;
+                    }
                 }
             }
         }
@@ -474,7 +474,7 @@ impl RedisStore {
         router: &Router,
         mut conn: MultiplexedConnection,
         mut pubsub: redis::aio::PubSub,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &mut ShutdownSignal,
     ) -> String {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -499,7 +499,7 @@ impl RedisStore {
                         Err(_) => return "ping timed out".into(),
                     }
                 }
-                _ = crate::proxy::stopped(shutdown) => {
+                _ = shutdown.stopped() => {
                     let _ = self.flush(router, &mut conn).await;
                     return "shutting down".into();
                 }
@@ -533,24 +533,24 @@ impl RedisStore {
 
     /// Asks the store about a key the local table missed and takes in what
     /// it knows. Returns whether the table changed.
-    pub async fn fill(&self, router: &Router, fingerprint: u64, now: Timestamp) -> bool {
+    pub async fn fill(&self, router: &Router, domain: KeyDomain, fingerprint: u64, now: Timestamp) -> bool {
         match self.lookup(fingerprint).await {
-            Some(s) => router.adopt(fingerprint, s.position, &s.backend, now),
+            Some(s) => router.adopt(domain, fingerprint, s.position, &s.backend, now),
             None => false,
         }
     }
 }
 
 impl SessionMirror for RedisStore {
-    fn stored(&self, fingerprint: u64, position: u32, backend: BackendId) {
+    fn stored(&self, _domain: KeyDomain, fingerprint: u64, position: u32, backend: BackendId) {
         self.record(fingerprint, Change::Stored { position, backend });
     }
 
-    fn moved(&self, fingerprint: u64, position: u32, backend: BackendId) {
+    fn moved(&self, _domain: KeyDomain, fingerprint: u64, position: u32, backend: BackendId) {
         self.record(fingerprint, Change::Moved { position, backend });
     }
 
-    fn ended(&self, fingerprint: u64) {
+    fn ended(&self, _domain: KeyDomain, fingerprint: u64) {
         self.record(fingerprint, Change::Ended);
     }
 }
@@ -576,6 +576,7 @@ mod tests {
     fn addresses_are_checked_and_passwords_hidden() {
         assert!(check_url("redis://127.0.0.1:6379").is_ok());
         assert!(check_url("http://127.0.0.1:6379").is_err());
+        assert!(check_url("rediss://127.0.0.1:6379").is_err());
         assert_eq!(
             without_password("redis://:hunter2@10.0.0.1:6379/0"),
             "redis://***@10.0.0.1:6379/0"

@@ -13,7 +13,7 @@ use ringside::engine::Command;
 use ringside::engine::view::{BackendView, ResponsesView, StatsView};
 use ringside::router::ring::RingMember;
 use ringside::router::{
-    BackendId, BackendState, ChangeKind, Event, KeyLabel, RemapSummary, Ring, StatsSnapshot, Via, VnodeHash,
+    BackendId, BackendState, ChangeKind, Event, RemapSummary, Ring, SessionName, StatsSnapshot, Via, VnodeHash,
 };
 
 fn backend(name: &str, state: BackendState) -> BackendView {
@@ -23,14 +23,15 @@ fn backend(name: &str, state: BackendState) -> BackendView {
         state,
         healthy: state.keeps_sessions(),
         health: String::new(),
+        failure: None,
         demo: true,
         weight: 1,
         active: 0,
         requests: 0,
         sessions: 0,
         ring_share: 0.0,
-        p50_ms: 0.4,
-        p99_ms: 1.2,
+        p50_ms: Some(0.4),
+        p99_ms: Some(1.2),
         detected_after_ms: None,
         drain_left_secs: None,
     }
@@ -83,7 +84,7 @@ fn fixture() -> App {
     backends[3].health = "rise 1/2".into();
     let sessions: Vec<SessionRow> = (0..30u32)
         .map(|i| SessionRow {
-            key: format!("{:015x}", u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 4),
+            key: format!("#{:08x}", u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32),
             backend: if i % 5 == 0 { "api-3".into() } else { "api-1".into() },
             age_secs: 600 - i * 7,
             idle_secs: i,
@@ -118,6 +119,7 @@ fn fixture() -> App {
         redispatched: 4,
         tunnels: 0,
         smuggling_refused: 0,
+        loops_refused: 0,
         client_connections: 0,
         closed_by_drain: 0,
         lost_in_flight: 0,
@@ -128,8 +130,8 @@ fn fixture() -> App {
         last_remap: Some(remap()),
         last_remap_text: Some(remap().to_string()),
         uptime_secs: 754,
-        placement: "ring".into(),
-        affinity: "lb-cookie".into(),
+        placement: ringside::router::Placement::Ring,
+        affinity: ringside::router::affinity::AffinityMode::LbCookie,
     };
     let mut app = App::new(false, "/tmp/ringside.log".into());
     app.set_snapshot(Snapshot {
@@ -152,7 +154,10 @@ fn fixture() -> App {
     let name = |id: BackendId| names[id.index()].to_owned();
     app.on_event(
         &BusEvent::Router(Event::Routed {
-            key: KeyLabel::new("5d10b5fdc90e2f8"),
+            session: Some(SessionName {
+                fingerprint: 0x5d10_b5fd_c90e_2f81,
+                address: None,
+            }),
             position: 0x4000_0000,
             backend: BackendId(0),
             via: Via::Placement,
@@ -166,7 +171,7 @@ fn fixture() -> App {
         &BusEvent::Detected {
             backend: "api-2".into(),
             after_ms: 2140,
-            by: "connect",
+            by: ringside::bus::DetectedBy::Connect,
         },
         753,
         name,
@@ -248,7 +253,7 @@ fn every_state_reads_without_colour() {
         assert!(text.contains(label), "missing {label:?}");
     }
     assert!(text.contains("api-2 left: 1,032 of 3,100 sessions moved (33.3%)"));
-    assert!(text.contains("5d10b5fdc90e2f8 → api-1"), "the last routed key is named");
+    assert!(text.contains("#5d10b5fd → api-1"), "the last routed session is named");
 }
 
 #[test]
@@ -325,16 +330,16 @@ fn keys_become_commands_for_the_selected_backend() {
     ));
     assert_eq!(
         app.update(Msg::Act(Action::WeightUp)),
-        Some(Command::Weight {
+        Some(Command::WeightBy {
             backend: "api-2".into(),
-            weight: 2
+            delta: 1
         })
     );
     assert_eq!(
         app.update(Msg::Act(Action::WeightDown)),
-        Some(Command::Weight {
+        Some(Command::WeightBy {
             backend: "api-2".into(),
-            weight: 1
+            delta: -1
         })
     );
     assert_eq!(app.update(Msg::Act(Action::AddDemo)), Some(Command::AddDemo));
@@ -356,10 +361,10 @@ fn keys_become_commands_for_the_selected_backend() {
     );
     assert_eq!(
         app.update(Msg::Act(Action::FasterTraffic)),
-        Some(Command::TrafficRate(75.0))
+        Some(Command::TrafficRateBy(1.5))
     );
     assert!(
-        matches!(app.update(Msg::Act(Action::SlowerTraffic)), Some(Command::TrafficRate(r)) if (r - 33.333).abs() < 0.01)
+        matches!(app.update(Msg::Act(Action::SlowerTraffic)), Some(Command::TrafficRateBy(f)) if (f - 1.0 / 1.5).abs() < 1e-9)
     );
     // Selection stays within the table.
     for _ in 0..10 {
@@ -443,7 +448,7 @@ fn events_update_the_state() {
     let before = app.log.len();
     app.on_event(
         &BusEvent::Router(Event::Routed {
-            key: KeyLabel::new("k"),
+            session: Some(SessionName::default()),
             position: 7,
             backend: BackendId(0),
             via: Via::Table,

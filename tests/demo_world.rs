@@ -168,7 +168,7 @@ async fn sticky_sessions_lose_nothing_and_no_affinity_loses_sessions() {
         } else {
             assert_eq!(stats.lost_sessions, 0, "{mode}: {stats:?}");
         }
-        lb.engine.shutdown().await;
+        lb.handle.shutdown().await;
     }
 }
 
@@ -192,7 +192,7 @@ async fn the_rate_is_respected_paused_and_changed() {
     let faster = t.stats().requests - paused;
     assert!(faster > 60, "{faster} requests in 1 s at 200/s");
     t.stop().await;
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -203,13 +203,13 @@ async fn clients_behind_one_nat_address_pile_onto_one_backend_with_source_ip() {
     let (t, _rx) = traffic(lb.proxy, 200.0, 1.0);
     tokio::time::sleep(SECS).await;
     t.stop().await;
-    let busy: Vec<u64> = lb.engine.backends_view().iter().map(|b| b.requests).collect();
+    let busy: Vec<u64> = lb.handle.backends_view().iter().map(|b| b.requests).collect();
     assert_eq!(
         busy.iter().filter(|&&r| r > 0).count(),
         1,
         "all on one backend: {busy:?}"
     );
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]

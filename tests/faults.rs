@@ -67,8 +67,8 @@ fn external(config: &mut Config, backends: &[(&str, SocketAddr)]) {
 async fn wait_quiet(lb: &Lb) {
     let deadline = tokio::time::Instant::now() + 5 * SECS;
     loop {
-        let open = lb.engine.stats_view().client_connections;
-        let active: u64 = lb.engine.backends_view().iter().map(|b| b.active).sum();
+        let open = lb.handle.stats_view().client_connections;
+        let active: u64 = lb.handle.backends_view().iter().map(|b| b.active).sum();
         if open == 0 && active == 0 {
             return;
         }
@@ -116,7 +116,7 @@ async fn a_backend_dying_mid_response_ends_only_that_request() {
     }
     // The GET was resendable (there was nowhere else to send it); the POST
     // was taken by the backend and must not be repeated: lost in flight.
-    let stats = lb.engine.stats_view();
+    let stats = lb.handle.stats_view();
     assert_eq!(stats.responses.bad_gateway_502, 2);
     assert_eq!(stats.lost_in_flight, 1);
     // After the headers: the client sees them, then the connection closes
@@ -133,7 +133,7 @@ async fn a_backend_dying_mid_response_ends_only_that_request() {
     assert!(answer.ends_with("0123456789"), "{answer}");
     drop(s);
     wait_quiet(&lb).await;
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -183,8 +183,8 @@ async fn a_backend_that_never_answers_gets_504_and_is_marked_down() {
         let a = Client::default().get(lb.proxy, "/").await;
         assert_eq!((a.status, a.backend()), (StatusCode::OK, Some("live")));
     }
-    assert_eq!(lb.engine.stats_view().responses.gateway_timeout_504, 2);
-    lb.engine.shutdown().await;
+    assert_eq!(lb.handle.stats_view().responses.gateway_timeout_504, 2);
+    lb.handle.shutdown().await;
     live.kill().await;
 }
 
@@ -192,7 +192,7 @@ async fn a_backend_that_never_answers_gets_504_and_is_marked_down() {
 async fn all_backends_down_is_503_at_once_then_a_revival_serves() {
     let lb = Lb::start(test_config()).await;
     for name in ["api-1", "api-2", "api-3"] {
-        lb.engine.execute(Command::Kill(name.into())).await.unwrap();
+        lb.handle.execute(Command::Kill(name.into())).await.unwrap();
     }
     for name in ["api-1", "api-2", "api-3"] {
         lb.wait_state(name, "killed", 3 * SECS).await;
@@ -203,11 +203,11 @@ async fn all_backends_down_is_503_at_once_then_a_revival_serves() {
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(a.headers.get("retry-after").unwrap(), "1");
     assert!(took < SECS, "503 took {took:?}: nothing to wait for");
-    lb.engine.execute(Command::Revive("api-2".into())).await.unwrap();
+    lb.handle.execute(Command::Revive("api-2".into())).await.unwrap();
     lb.wait_state("api-2", "up", 3 * SECS).await;
     let a = Client::default().get(lb.proxy, "/").await;
     assert_eq!((a.status, a.backend()), (StatusCode::OK, Some("api-2")));
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -270,8 +270,8 @@ async fn a_flapping_backend_moves_each_session_at_most_once() {
     }
     assert!(failures <= 3, "{failures} failed requests: at most one per kill");
     // Counters agree with each other.
-    let stats = lb.engine.stats_view();
-    let per_backend: u64 = lb.engine.backends_view().iter().map(|b| b.sessions).sum();
+    let stats = lb.handle.stats_view();
+    let per_backend: u64 = lb.handle.backends_view().iter().map(|b| b.sessions).sum();
     assert_eq!(per_backend, stats.router.sessions);
     let moved = seen.values().filter(|t| t.len() == 2).count() as u64;
     assert!(
@@ -280,7 +280,7 @@ async fn a_flapping_backend_moves_each_session_at_most_once() {
         stats.router.reassigned
     );
     wait_quiet(&lb).await;
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
     steady.kill().await;
     flappy.kill().await;
 }

@@ -112,10 +112,10 @@ async fn conflicting_framing_is_refused_and_never_forwarded() {
     let requests: Vec<&String> = forwarded.iter().filter(|h| !h.starts_with("GET / ")).collect();
     assert_eq!(requests.len(), 1, "only GET /ok reaches the backend: {requests:?}");
     assert!(requests[0].starts_with("GET /ok"), "{requests:?}");
-    assert_eq!(lb.engine.stats_view().smuggling_refused, 2);
+    assert_eq!(lb.handle.stats_view().smuggling_refused, 2);
     let (_, metrics) = admin_text(lb.admin, "/metrics").await;
     assert!(metrics.contains("ringside_smuggling_refused_total 2"), "{metrics}");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -140,8 +140,8 @@ async fn a_chunked_body_keeps_the_connection_in_step() {
             "{path} missing: {forwarded:?}"
         );
     }
-    assert_eq!(lb.engine.stats_view().smuggling_refused, 0);
-    lb.engine.shutdown().await;
+    assert_eq!(lb.handle.stats_view().smuggling_refused, 0);
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -184,7 +184,7 @@ async fn malformed_requests_get_400_and_slow_headers_are_cut_off() {
     assert!(cut_after < head.len() - 1, "cut off only after {cut_after} bytes");
     // Still serving.
     assert_eq!(Client::default().get(lb.proxy, "/").await.status, StatusCode::OK);
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 /// A `SERVERID` value made with another key, the same layout.
@@ -202,7 +202,7 @@ async fn forged_cookies_are_ignored_counted_and_never_trusted() {
     let first = client.get(lb.proxy, "/").await;
     let home = first.backend().unwrap().to_owned();
     let good = client.jar["SERVERID"].clone();
-    let backend = Arc::clone(lb.engine.router().topology().members().next().unwrap());
+    let backend = Arc::clone(lb.handle.router().topology().members().next().unwrap());
 
     let mut forgeries: Vec<Vec<u8>> = vec![
         format!("SERVERID={}", &good[..good.len() / 2]).into_bytes(),
@@ -216,7 +216,7 @@ async fn forged_cookies_are_ignored_counted_and_never_trusted() {
     ];
     let thousands: String = (0..3000).map(|i| format!("c{i}=v{i}; ")).collect();
     forgeries.push(format!("{thousands}SERVERID=AAAA").into_bytes());
-    let before = lb.engine.stats_view().router.forged_cookies;
+    let before = lb.handle.stats_view().router.forged_cookies;
     for cookie in &forgeries {
         let mut req = b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\ncookie: ".to_vec();
         req.extend_from_slice(cookie);
@@ -233,13 +233,13 @@ async fn forged_cookies_are_ignored_counted_and_never_trusted() {
             "a forged cookie gets a fresh session: {answer}"
         );
     }
-    let forged = lb.engine.stats_view().router.forged_cookies - before;
+    let forged = lb.handle.stats_view().router.forged_cookies - before;
     assert!(forged >= 6, "forged cookies counted: {forged}");
     // The honest client is where it was.
     for _ in 0..5 {
         assert_eq!(client.get(lb.proxy, "/").await.backend(), Some(home.as_str()));
     }
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -247,7 +247,7 @@ async fn a_cookie_naming_a_removed_backend_finds_a_live_one() {
     let mut config = test_config();
     config.affinity.protection = Protection::Plain;
     let lb = Lb::start(config).await;
-    lb.engine
+    lb.handle
         .execute(ringside::engine::Command::Remove("api-2".into()))
         .await
         .unwrap();
@@ -259,7 +259,7 @@ async fn a_cookie_naming_a_removed_backend_finds_a_live_one() {
         assert_ne!(a.backend(), Some("api-2"));
         assert_ne!(c.jar["SERVERID"], "api-2", "the cookie is rewritten");
     }
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -275,7 +275,7 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
         landed.insert(c.get(lb.proxy, "/").await.backend().unwrap().to_owned());
     }
     assert_eq!(landed.len(), 1, "spoofed addresses chose backends: {landed:?}");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 
     // From a trusted peer (loopback, the default) the header is believed.
     let mut config = test_config();
@@ -288,13 +288,13 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
         landed.insert(c.get(lb.proxy, "/").await.backend().unwrap().to_owned());
     }
     assert!(landed.len() > 1, "{landed:?}");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 async fn admin_text(addr: SocketAddr, path: &str) -> (String, String) {
     let answer = exchange(
         addr,
-        format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").as_bytes(),
     )
     .await;
     let status = statuses(&answer).first().map(|s| s.to_string()).unwrap_or_default();
@@ -327,8 +327,8 @@ async fn the_admin_api_refuses_what_it_does_not_understand() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     let (s, _) = admin_json(lb.admin, Method::DELETE, "/api/stats", None).await;
     assert!(s.is_client_error(), "{s}");
-    assert_eq!(lb.engine.backends_view().len(), 3, "nothing changed");
-    lb.engine.shutdown().await;
+    assert_eq!(lb.handle.backends_view().len(), 3, "nothing changed");
+    lb.handle.shutdown().await;
 
     // With a token, a missing or wrong one is 401 and changes nothing.
     let mut config = test_config();
@@ -338,25 +338,25 @@ async fn the_admin_api_refuses_what_it_does_not_understand() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let answer = exchange(
         lb.admin,
-        b"POST /api/backends/api-1/kill HTTP/1.1\r\nhost: a\r\nauthorization: Bearer a token of sixteen+ charz\r\nconnection: close\r\n\r\n",
+        b"POST /api/backends/api-1/kill HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer a token of sixteen+ charz\r\nconnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(statuses(&answer), ["401"], "{answer}");
     assert_eq!(lb.state("api-1"), "up");
     let answer = exchange(
         lb.admin,
-        b"GET /api/backends HTTP/1.1\r\nhost: a\r\nauthorization: Bearer a token of sixteen+ chars\r\nconnection: close\r\n\r\n",
+        b"GET /api/backends HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer a token of sixteen+ chars\r\nconnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(statuses(&answer), ["200"], "{answer}");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_admin_api_beyond_loopback_needs_a_token() {
     let mut config = test_config();
     config.admin.listen = "0.0.0.0:0".parse().unwrap();
-    let err = match ringside::engine::Engine::start(config, false).await {
+    let err = match ringside::app::bind_and_start(config, Default::default()).await {
         Ok(_) => panic!("started an open admin API without a token"),
         Err(e) => e.to_string(),
     };

@@ -48,7 +48,7 @@ async fn the_balancer_cookie_keeps_a_client_on_one_backend() {
             "the cookie is set only when a session is created or moved"
         );
     }
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -97,7 +97,7 @@ async fn the_balancer_cookie_never_reaches_the_backend() {
     assert!(client.jar.contains_key("SERVERID"));
     assert!(seen.body.contains("theme=dark"), "{}", seen.body);
     assert!(!seen.body.contains("SERVERID"), "{}", seen.body);
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -137,9 +137,9 @@ async fn every_affinity_mode_keeps_a_logged_in_user() {
         // for that id ends too (the balancer's own cookie session does not).
         let bye = client.post(lb.proxy, &format!("/logout{query}")).await;
         assert_eq!(bye.status, StatusCode::OK, "{mode}: {}", bye.body);
-        let ended = lb.engine.stats_view().router.ended;
+        let ended = lb.handle.stats_view().router.ended;
         assert_eq!(ended, u64::from(mode != AffinityMode::LbCookie), "{mode}");
-        lb.engine.shutdown().await;
+        lb.handle.shutdown().await;
     }
 }
 
@@ -161,7 +161,7 @@ async fn without_affinity_sydney_loses_her_session() {
     assert!(r.body.contains("who are you"));
     let backends: HashSet<String> = futures_backends(&lb, 6).await;
     assert!(backends.len() >= 2, "{backends:?}");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 async fn futures_backends(lb: &Lb, n: usize) -> HashSet<String> {
@@ -192,7 +192,7 @@ async fn article_test_1_source_ip_sticks() {
         seen.insert(c.get(lb.proxy, "/").await.backend().unwrap().to_owned());
     }
     assert!(seen.len() >= 2, "{seen:?}");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 /// The article's tests 2 and 3: cookie persistence, then the server dies and
@@ -206,7 +206,7 @@ async fn article_tests_2_and_3_cookie_then_failover() {
         assert_eq!(client.get(lb.proxy, "/").await.backend(), Some(home.as_str()));
     }
     let old_cookie = client.jar["SERVERID"].clone();
-    lb.engine.execute(Command::Kill(home.clone())).await.unwrap();
+    lb.handle.execute(Command::Kill(home.clone())).await.unwrap();
     let mut after = Vec::new();
     for _ in 0..8 {
         let r = client.get(lb.proxy, "/").await;
@@ -221,7 +221,7 @@ async fn article_tests_2_and_3_cookie_then_failover() {
     );
     assert_ne!(client.jar["SERVERID"], old_cookie, "the cookie was rewritten");
     lb.wait_state(&home, "killed", 3 * SECS).await;
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -234,15 +234,15 @@ async fn a_kill_is_detected_and_only_its_sessions_move() {
     }
     let victim = homes[0].clone();
     let on_victim = homes.iter().filter(|h| **h == victim).count() as u64;
-    lb.engine.execute(Command::Kill(victim.clone())).await.unwrap();
+    lb.handle.execute(Command::Kill(victim.clone())).await.unwrap();
     lb.wait_state(&victim, "killed", 3 * SECS).await;
-    let view = lb.engine.backends_view();
+    let view = lb.handle.backends_view();
     let v = view.iter().find(|b| b.name == victim).unwrap();
     let detected = v.detected_after_ms.expect("time to detection measured");
     assert!(detected < 2000, "{detected} ms");
     assert_eq!(v.sessions, 0);
-    assert_eq!(lb.engine.stats_view().router.reassigned, on_victim);
-    let remap = lb.engine.stats_view().last_remap.unwrap();
+    assert_eq!(lb.handle.stats_view().router.reassigned, on_victim);
+    let remap = lb.handle.stats_view().last_remap.unwrap();
     assert_eq!(remap.moved, on_victim);
     for (c, home) in clients.iter_mut().zip(&homes) {
         let r = c.get(lb.proxy, "/").await;
@@ -252,9 +252,9 @@ async fn a_kill_is_detected_and_only_its_sessions_move() {
         }
     }
     // Revive: health checks bring it back; sessions stay where they are.
-    lb.engine.execute(Command::Revive(victim.clone())).await.unwrap();
+    lb.handle.execute(Command::Revive(victim.clone())).await.unwrap();
     lb.wait_state(&victim, "up", 3 * SECS).await;
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -287,9 +287,9 @@ async fn a_refused_connect_is_redispatched_without_errors() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert_eq!(r.backend(), Some("live"));
     }
-    assert!(lb.engine.stats_view().redispatched >= 1);
+    assert!(lb.handle.stats_view().redispatched >= 1);
     assert_eq!(lb.state("dead"), "down", "fall connect failures mark it down");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
     demo.kill().await;
 }
 
@@ -314,7 +314,7 @@ async fn health_checks_fall_and_rise() {
     outside.revive().await.unwrap();
     lb.wait_state("outside", "up", 3 * SECS).await;
     assert_eq!(Client::default().get(lb.proxy, "/").await.status, StatusCode::OK);
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
     outside.kill().await;
 }
 
@@ -359,7 +359,7 @@ async fn a_slow_backend_gets_504_and_a_broken_one_502() {
     }
     assert!(statuses.contains(&StatusCode::GATEWAY_TIMEOUT), "{statuses:?}");
     assert!(statuses.contains(&StatusCode::BAD_GATEWAY), "{statuses:?}");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
     slow.kill().await;
 }
 
@@ -390,7 +390,7 @@ async fn oversized_headers_get_431_and_slow_headers_are_cut_off() {
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(5 * SECS, slow.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the slow client was not cut off");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -417,21 +417,21 @@ async fn upgrades_are_tunnelled_and_counted() {
         .unwrap();
     assert_eq!(&echo, b"ping through the tunnel");
     assert_eq!(
-        lb.engine.backends_view()[0].active,
+        lb.handle.backends_view()[0].active,
         1,
         "an open tunnel is an active connection"
     );
-    assert_eq!(lb.engine.stats_view().tunnels, 1);
+    assert_eq!(lb.handle.stats_view().tunnels, 1);
     drop(s);
     let deadline = tokio::time::Instant::now() + 3 * SECS;
-    while lb.engine.backends_view()[0].active != 0 {
+    while lb.handle.backends_view()[0].active != 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the tunnel was not counted down"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -455,7 +455,7 @@ async fn a_drain_keeps_sessions_refuses_new_ones_then_ends() {
         homes.push(c.get(lb.proxy, "/").await.backend().unwrap().to_owned());
     }
     let target = homes[0].clone();
-    lb.engine
+    lb.handle
         .execute(Command::Drain {
             backend: target.clone(),
             timeout: Some(Duration::from_secs(2)),
@@ -477,7 +477,7 @@ async fn a_drain_keeps_sessions_refuses_new_ones_then_ends() {
             "no new session lands there"
         );
     }
-    lb.wait_state(&target, "removed", 5 * SECS).await;
+    lb.wait_state(&target, "drained", 5 * SECS).await;
     for c in clients.iter_mut() {
         let r = c.get(lb.proxy, "/").await;
         assert_eq!(r.status, StatusCode::OK);
@@ -487,7 +487,7 @@ async fn a_drain_keeps_sessions_refuses_new_ones_then_ends() {
     traffic.stop().await;
     assert!(t.requests > 100, "{t:?}");
     assert_eq!(t.errors + t.status_5xx, 0, "the drain cost no request: {t:?}");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -545,11 +545,11 @@ async fn the_admin_api_drives_and_reports() {
     assert_eq!(s, StatusCode::CONFLICT);
     let (s, added) = admin_json(lb.admin, Method::POST, "/api/backends", Some(r#"{"demo":true}"#)).await;
     assert_eq!(s, StatusCode::OK, "{added}");
-    assert_eq!(lb.engine.backends_view().len(), 4);
+    assert_eq!(lb.handle.backends_view().len(), 4);
     let (s, _) = admin_json(lb.admin, Method::POST, "/api/backends", Some("{not json")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = admin_json(lb.admin, Method::DELETE, "/api/backends/api-4", None).await;
-    assert_eq!(s, StatusCode::OK);
+    let (s, e) = admin_json(lb.admin, Method::DELETE, "/api/backends/api-4", None).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
     let (s, sessions) = admin_json(lb.admin, Method::GET, "/api/sessions?limit=10", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(sessions["total"], 1);
@@ -563,7 +563,7 @@ async fn the_admin_api_drives_and_reports() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(lb.engine.router().placement(), ringside::router::Placement::BoundedRing);
+    assert_eq!(lb.handle.router().placement(), ringside::router::Placement::BoundedRing);
     let (s, _) = admin_json(lb.admin, Method::PUT, "/api/affinity", Some(r#"{"name":"telepathy"}"#)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (_, stats) = admin_json(lb.admin, Method::GET, "/api/stats", None).await;
@@ -571,18 +571,18 @@ async fn the_admin_api_drives_and_reports() {
     assert!(stats["last_remap_text"].as_str().unwrap().contains("api-4"));
     let (s, _) = admin_json(lb.admin, Method::GET, "/api/unknown", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
 async fn events_stream_and_metrics() {
     let lb = Lb::start(test_config()).await;
     let mut s = TcpStream::connect(lb.admin).await.unwrap();
-    s.write_all(b"GET /api/events HTTP/1.1\r\nhost: a\r\n\r\n")
+    s.write_all(b"GET /api/events HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    lb.engine.execute(Command::Kill("api-1".into())).await.unwrap();
+    lb.handle.execute(Command::Kill("api-1".into())).await.unwrap();
     let mut got = String::new();
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + 3 * SECS;
@@ -598,7 +598,7 @@ async fn events_stream_and_metrics() {
     let metrics = common::raw(
         lb.admin,
         http::Request::get("/metrics")
-            .header("host", "a")
+            .header("host", "localhost")
             .body(http_body_util::Empty::new())
             .unwrap(),
     )
@@ -609,7 +609,7 @@ async fn events_stream_and_metrics() {
         metrics.body
     );
     assert!(metrics.body.contains("# TYPE ringside_requests_total counter"));
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -617,7 +617,7 @@ async fn a_port_in_use_says_which() {
     let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = test_config();
     config.listen = taken.local_addr().unwrap();
-    let err = ringside::engine::Engine::start(config, false)
+    let err = ringside::app::bind_and_start(config, Default::default())
         .await
         .unwrap_err()
         .to_string();
@@ -637,7 +637,7 @@ async fn a_drain_timeout_closes_open_tunnels() {
     let mut head = vec![0u8; 1024];
     let n = s.read(&mut head).await.unwrap();
     assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
-    lb.engine
+    lb.handle
         .execute(Command::Drain {
             backend: "api-1".into(),
             timeout: Some(Duration::from_secs(1)),
@@ -649,12 +649,12 @@ async fn a_drain_timeout_closes_open_tunnels() {
     let closed = tokio::time::timeout(5 * SECS, s.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the tunnel was not closed at the drain timeout");
     assert_eq!(
-        lb.engine.stats_view().closed_by_drain,
+        lb.handle.stats_view().closed_by_drain,
         1,
         "the closed tunnel is counted"
     );
-    lb.wait_state("api-1", "removed", 3 * SECS).await;
-    lb.engine.shutdown().await;
+    lb.wait_state("api-1", "drained", 3 * SECS).await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -677,7 +677,7 @@ async fn killing_an_external_backend_forces_it_out_at_once() {
         },
     ];
     let lb = Lb::start(config).await;
-    let text = lb.engine.execute(Command::Kill("ext".into())).await.unwrap();
+    let text = lb.handle.execute(Command::Kill("ext".into())).await.unwrap();
     assert!(text.contains("forced out"), "{text}");
     assert_eq!(lb.state("ext"), "killed", "at once, no detection needed");
     for _ in 0..5 {
@@ -686,9 +686,9 @@ async fn killing_an_external_backend_forces_it_out_at_once() {
     // Maintenance: health checks leave it alone until it is revived.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(lb.state("ext"), "killed");
-    lb.engine.execute(Command::Revive("ext".into())).await.unwrap();
+    lb.handle.execute(Command::Revive("ext".into())).await.unwrap();
     lb.wait_state("ext", "up", 3 * SECS).await;
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
     outside.kill().await;
     other.kill().await;
 }
@@ -700,20 +700,20 @@ async fn a_killed_backend_is_not_retired_as_drained() {
     let lb = Lb::start(config).await;
     let mut client = Client::default();
     let home = client.get(lb.proxy, "/").await.backend().unwrap().to_owned();
-    lb.engine
+    lb.handle
         .execute(Command::Drain {
             backend: home.clone(),
             timeout: Some(Duration::from_secs(60)),
         })
         .await
         .unwrap();
-    lb.engine.execute(Command::Kill(home.clone())).await.unwrap();
+    lb.handle.execute(Command::Kill(home.clone())).await.unwrap();
     // The session's next request finds the server gone and moves elsewhere,
     // leaving the backend empty; a drain would now "end" and retire it.
     assert_eq!(client.get(lb.proxy, "/").await.status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(lb.state(&home), "draining", "killed, awaiting detection — not removed");
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 }
 
 #[tokio::test]
@@ -737,7 +737,7 @@ async fn a_shutdown_lets_the_request_in_flight_finish_then_closes() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
 
     let mut answer = Vec::new();
     tokio::time::timeout(5 * SECS, busy.read_to_end(&mut answer))

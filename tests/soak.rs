@@ -154,21 +154,21 @@ async fn kills_revives_and_drains_under_load_lose_nothing_and_leak_nothing() {
         let victim = names[cycle % 3];
         let drained = names[(cycle + 1) % 3];
         *chaos.killing.lock().unwrap() = Some(victim.to_owned());
-        lb.engine.execute(Command::Kill(victim.into())).await.unwrap();
+        lb.handle.execute(Command::Kill(victim.into())).await.unwrap();
         tokio::time::sleep(CYCLE / 5).await;
-        lb.engine.execute(Command::Revive(victim.into())).await.unwrap();
+        lb.handle.execute(Command::Revive(victim.into())).await.unwrap();
         lb.wait_state(victim, "up", Duration::from_secs(3)).await;
         *chaos.killing.lock().unwrap() = None;
         tokio::time::sleep(CYCLE / 5).await;
-        lb.engine
+        lb.handle
             .execute(Command::Drain {
                 backend: drained.into(),
                 timeout: Some(Duration::from_secs(1)),
             })
             .await
             .unwrap();
-        lb.wait_state(drained, "removed", Duration::from_secs(4)).await;
-        lb.engine.execute(Command::Revive(drained.into())).await.unwrap();
+        lb.wait_state(drained, "drained", Duration::from_secs(4)).await;
+        lb.handle.execute(Command::Revive(drained.into())).await.unwrap();
         lb.wait_state(drained, "up", Duration::from_secs(3)).await;
         let rest = (CYCLE * (cycle as u32 + 1)).saturating_sub(started.elapsed());
         tokio::time::sleep(rest).await;
@@ -190,7 +190,7 @@ async fn kills_revives_and_drains_under_load_lose_nothing_and_leak_nothing() {
     let ok = tally.ok.load(Ordering::Relaxed);
     let on_victim = tally.failed_on_victim.load(Ordering::Relaxed);
     let elsewhere = tally.failures.lock().unwrap().clone();
-    let stats = lb.engine.stats_view();
+    let stats = lb.handle.stats_view();
     println!(
         "soak {length:?}, {cycle} cycles: {ok} ok, {on_victim} failed on the killed backend, {} elsewhere; \
          {} redispatched, {} reassigned; RSS {rss_warm} KiB after warm-up, {rss_end} KiB at the end, peak {peak_rss} KiB",
@@ -208,11 +208,11 @@ async fn kills_revives_and_drains_under_load_lose_nothing_and_leak_nothing() {
 
     // Everything closes: connections, then tasks and descriptors.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while lb.engine.stats_view().client_connections != 0 || lb.engine.backends_view().iter().any(|b| b.active != 0) {
+    while lb.handle.stats_view().client_connections != 0 || lb.handle.backends_view().iter().any(|b| b.active != 0) {
         assert!(tokio::time::Instant::now() < deadline, "connections left open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
     drop(lb);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {

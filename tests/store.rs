@@ -164,7 +164,7 @@ fn shared_config(redis: Option<&Redis>, backends: &[DemoBackend], mode: Affinity
 async fn wait_store(lb: &Lb, state: StoreState) {
     let deadline = tokio::time::Instant::now() + 10 * SECS;
     loop {
-        let now = lb.engine.store().expect("a store").state();
+        let now = lb.handle.store().expect("a store").state();
         if now == state {
             return;
         }
@@ -179,7 +179,7 @@ async fn wait_store(lb: &Lb, state: StoreState) {
 /// Waits until the store has written every change it holds.
 async fn wait_flushed(lb: &Lb) {
     let deadline = tokio::time::Instant::now() + 5 * SECS;
-    while lb.engine.store().unwrap().view().pending != 0 {
+    while lb.handle.store().unwrap().view().pending != 0 {
         assert!(tokio::time::Instant::now() < deadline, "changes never written");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -237,11 +237,11 @@ async fn a_logged_in_user_keeps_their_backend_across_two_balancers() {
             );
         }
     }
-    let store = two.engine.store().unwrap().view();
+    let store = two.handle.store().unwrap().view();
     assert!(store.hits >= 10, "{store:?}");
-    assert_eq!(two.engine.stats_view().router.synced, store.hits);
+    assert_eq!(two.handle.stats_view().router.synced, store.hits);
     for lb in [one, two, alone] {
-        lb.engine.shutdown().await;
+        lb.handle.shutdown().await;
     }
     for b in backends {
         b.kill().await;
@@ -268,7 +268,7 @@ async fn a_kill_seen_by_one_balancer_moves_the_sessions_on_the_other() {
         homes.push(home);
     }
     let victim = homes[0].clone();
-    one.engine
+    one.handle
         .execute(ringside::engine::Command::Kill(victim.clone()))
         .await
         .unwrap();
@@ -276,7 +276,7 @@ async fn a_kill_seen_by_one_balancer_moves_the_sessions_on_the_other() {
     assert_eq!(two.state(&victim), "up", "balancer two saw nothing itself");
     let deadline = tokio::time::Instant::now() + 5 * SECS;
     while two
-        .engine
+        .handle
         .backends_view()
         .iter()
         .find(|b| b.name == victim)
@@ -300,9 +300,9 @@ async fn a_kill_seen_by_one_balancer_moves_the_sessions_on_the_other() {
             assert_eq!(via_two, *home, "sessions elsewhere never move");
         }
     }
-    assert!(two.engine.store().unwrap().view().remote_updates > 0);
+    assert!(two.handle.store().unwrap().view().remote_updates > 0);
     for lb in [one, two] {
-        lb.engine.shutdown().await;
+        lb.handle.shutdown().await;
     }
     for b in backends {
         b.kill().await;
@@ -345,8 +345,8 @@ async fn redis_stopping_fails_no_request_and_the_table_is_put_back() {
     wait_store(&lb, StoreState::Ok).await;
     wait_flushed(&lb).await;
     assert_eq!(redis.keys(), 15, "every local session is back in the store");
-    assert!(lb.engine.store().unwrap().view().resyncs >= 2);
-    lb.engine.shutdown().await;
+    assert!(lb.handle.store().unwrap().view().resyncs >= 2);
+    lb.handle.shutdown().await;
     for b in backends {
         b.kill().await;
     }
@@ -375,16 +375,16 @@ async fn a_stalled_redis_costs_a_lookup_timeout_not_a_failed_request() {
     );
     wait_store(&lb, StoreState::Degraded).await;
     // Degraded: no more lookups, requests go straight through.
-    let lookups = lb.engine.store().unwrap().view().lookups;
+    let lookups = lb.handle.store().unwrap().view().lookups;
     for i in 0..5 {
         let mut c = Client::default();
         c.headers.push(("x-session-id".into(), format!("new-{i}")));
         assert_eq!(c.get(lb.proxy, "/").await.status, StatusCode::OK);
     }
-    assert_eq!(lb.engine.store().unwrap().view().lookups, lookups);
+    assert_eq!(lb.handle.store().unwrap().view().lookups, lookups);
     redis.signal("CONT");
     wait_store(&lb, StoreState::Ok).await;
-    lb.engine.shutdown().await;
+    lb.handle.shutdown().await;
     for b in backends {
         b.kill().await;
     }

@@ -7,8 +7,7 @@ use crate::bus::BusEvent;
 use crate::demo::traffic::TrafficEvent;
 use crate::engine::Command;
 use crate::engine::view::{BackendView, StatsView};
-use crate::router::affinity::AffinityMode;
-use crate::router::{Event, Placement};
+use crate::router::Event;
 
 /// Lines kept in the event log.
 pub const LOG_LINES: usize = 200;
@@ -351,15 +350,16 @@ impl App {
         match event {
             BusEvent::Router(e) => match e {
                 Event::Routed {
-                    key,
+                    session,
                     position,
                     backend,
                     via,
                     ..
                 } => {
+                    let key = session.map_or_else(|| "(no key)".to_owned(), |s| s.to_string());
                     if !self.frozen {
                         self.last_route = Some(LastRoute {
-                            key: key.to_string(),
+                            key: key.clone(),
                             position: *position,
                             backend: name(*backend),
                         });
@@ -370,11 +370,6 @@ impl App {
                         let via = serde_json::to_value(via)
                             .ok()
                             .and_then(|v| v.as_str().map(str::to_owned));
-                        let key = if key.as_str().is_empty() {
-                            "(no key)"
-                        } else {
-                            key.as_str()
-                        };
                         self.log_line(
                             at_secs,
                             LogKind::Route,
@@ -382,25 +377,29 @@ impl App {
                         );
                     }
                 }
-                Event::SessionCreated { key, backend } => self.log_line(
+                Event::SessionCreated { session, backend } => self.log_line(
                     at_secs,
                     LogKind::Session,
-                    format!("session {key} created on {}", name(*backend)),
+                    format!("session {session} created on {}", name(*backend)),
                 ),
-                Event::SessionEnded { key, backend, reason } => {
+                Event::SessionEnded {
+                    session,
+                    backend,
+                    reason,
+                } => {
                     let reason = serde_json::to_value(reason)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned));
                     self.log_line(
                         at_secs,
                         LogKind::Session,
-                        format!("session {key} on {} {}", name(*backend), reason.unwrap_or_default()),
+                        format!("session {session} on {} {}", name(*backend), reason.unwrap_or_default()),
                     );
                 }
-                Event::SessionReassigned { key, from, to } => self.log_line(
+                Event::SessionReassigned { session, from, to } => self.log_line(
                     at_secs,
                     LogKind::Session,
-                    format!("session {key} moved {} → {}", name(*from), name(*to)),
+                    format!("session {session} moved {} → {}", name(*from), name(*to)),
                 ),
                 Event::BackendState { backend, from, to } => {
                     self.log_line(at_secs, LogKind::State, format!("{} {from} → {to}", name(*backend)))
@@ -420,8 +419,8 @@ impl App {
                 done,
             } => {
                 let text = match done {
-                    Some(reason) => {
-                        format!("drain of {backend} ended ({reason}): {active} connections, {sessions} sessions left")
+                    Some(end) => {
+                        format!("drain of {backend} ended ({end}): {active} connections, {sessions} sessions left")
                     }
                     None => {
                         format!("draining {backend}: {active} connections, {sessions} sessions, {remaining_secs}s left")
@@ -528,7 +527,6 @@ impl App {
 
     fn command(&self, action: Action) -> Option<Command> {
         let name = self.selected_backend().map(|b| b.name.clone());
-        let weight = self.selected_backend().map_or(1, |b| b.weight);
         let traffic = self.snapshot.traffic;
         Some(match action {
             Action::Kill => Command::Kill(name?),
@@ -542,37 +540,27 @@ impl App {
                 backend: name?,
                 by: std::time::Duration::from_secs(30),
             },
-            Action::WeightUp => Command::Weight {
+            Action::WeightUp => Command::WeightBy {
                 backend: name?,
-                weight: (weight + 1).min(100),
+                delta: 1,
             },
-            Action::WeightDown => Command::Weight {
+            Action::WeightDown => Command::WeightBy {
                 backend: name?,
-                weight: weight.saturating_sub(1).max(1),
+                delta: -1,
             },
             Action::AddDemo => Command::AddDemo,
             Action::Remove => Command::Remove(name?),
             Action::NextPlacement => {
-                let current = self
-                    .snapshot
-                    .stats
-                    .as_ref()
-                    .and_then(|s| s.placement.parse::<Placement>().ok())
-                    .unwrap_or_default();
+                let current = self.snapshot.stats.as_ref().map(|s| s.placement).unwrap_or_default();
                 Command::Placement(current.next())
             }
             Action::NextAffinity => {
-                let current = self
-                    .snapshot
-                    .stats
-                    .as_ref()
-                    .and_then(|s| s.affinity.parse::<AffinityMode>().ok())
-                    .unwrap_or_default();
+                let current = self.snapshot.stats.as_ref().map(|s| s.affinity).unwrap_or_default();
                 Command::Affinity(current.next())
             }
             Action::ToggleTraffic => Command::Traffic(!traffic.is_some_and(|(on, _)| on)),
-            Action::FasterTraffic => Command::TrafficRate(traffic.map_or(50.0, |(_, r)| (r * 1.5).min(100_000.0))),
-            Action::SlowerTraffic => Command::TrafficRate(traffic.map_or(50.0, |(_, r)| (r / 1.5).max(1.0))),
+            Action::FasterTraffic => Command::TrafficRateBy(1.5),
+            Action::SlowerTraffic => Command::TrafficRateBy(1.0 / 1.5),
         })
     }
 

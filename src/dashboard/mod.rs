@@ -10,17 +10,17 @@ pub mod app;
 pub mod input;
 pub mod view;
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent};
 use ratatui::crossterm::execute;
 use tokio::sync::mpsc;
 
-use crate::config::Config;
-use crate::engine::Engine;
+use crate::app::Handle;
+use crate::engine::Shared;
 use app::{App, LogKind, SessionRow, Snapshot};
 
 /// Most vnodes drawn on the ring; more are sampled evenly.
@@ -28,58 +28,15 @@ const MAX_TICKS: usize = 720;
 /// Most sessions drawn and listed.
 const MAX_SESSIONS: usize = 500;
 
-/// Runs the dashboard on the embedded demo (or the configured backends)
-/// until the user quits. Needs a terminal on stdout.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    run_with(config, |_| {}).await
-}
-
-/// Like [`run`], calling `on_start` with the engine once it runs (a scenario
-/// drives it from there).
-pub async fn run_with(config: Config, on_start: impl FnOnce(&Arc<Engine>)) -> anyhow::Result<()> {
-    if !std::io::stdout().is_terminal() {
+/// Runs the dashboard on a started ringside until the user quits or the
+/// terminal goes away (SIGHUP). Needs a terminal on stdout; owns no socket
+/// and starts nothing: every key is a command sent, in order, to `handle`.
+pub async fn run(handle: &Handle, log_path: &str) -> anyhow::Result<()> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         anyhow::bail!("stdout is not a terminal, so there is no dashboard to draw: run `ringside --headless` instead");
     }
-    let log_path = config.log.file.clone();
-    let _log_guard = log_to_file(&config)?;
-    let traffic = config.traffic.enabled.unwrap_or(true);
-    let running = Engine::start(config, traffic).await?;
-    let engine = Arc::clone(&running.engine);
-    let admin_addr = running.admin_listener.local_addr()?;
-    tokio::spawn(crate::admin::serve(Arc::clone(&engine), running.admin_listener));
-    on_start(&engine);
-    let result = {
-        let mut terminal = TerminalGuard::enter()?;
-        ui_loop(
-            &engine,
-            &mut terminal,
-            admin_addr.to_string(),
-            log_path.display().to_string(),
-        )
-        .await
-    };
-    engine.shutdown().await;
-    println!("ringside: the log is in {}", log_path.display());
-    result
-}
-
-/// Logs go to a file while the dashboard owns the terminal (non-blocking).
-fn log_to_file(config: &Config) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
-    let path = &config.log.file;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot open the log file {}: {e}", path.display()))?;
-    let (writer, guard) = tracing_appender::non_blocking(file);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(false)
-        .try_init();
-    Ok(guard)
+    let mut terminal = TerminalGuard::enter()?;
+    ui_loop(handle, &mut terminal, log_path.to_owned()).await
 }
 
 /// Owns the terminal: raw mode, alternate screen, mouse capture; gives them
@@ -131,18 +88,15 @@ fn spawn_input(stop: Arc<AtomicBool>) -> mpsc::Receiver<TermEvent> {
     rx
 }
 
-async fn ui_loop(
-    engine: &Arc<Engine>,
-    terminal: &mut TerminalGuard,
-    admin: String,
-    log_path: String,
-) -> anyhow::Result<()> {
+async fn ui_loop(handle: &Handle, terminal: &mut TerminalGuard, log_path: String) -> anyhow::Result<()> {
+    let shared = Arc::clone(handle.shared());
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let mut app = App::new(no_color, log_path);
     let stop = Arc::new(AtomicBool::new(false));
     let mut input = spawn_input(Arc::clone(&stop));
-    let mut bus = engine.bus().subscribe();
-    let (failures_tx, mut failures) = mpsc::channel::<String>(64);
+    let mut bus = shared.bus.subscribe();
+    let mut hangups = crate::signals::Hangups::catch();
+    let mut replies = FuturesUnordered::new();
     let mut frame = tokio::time::interval(Duration::from_millis(33));
     let mut data = tokio::time::interval(Duration::from_millis(250));
     let mut second = tokio::time::interval(Duration::from_secs(1));
@@ -152,19 +106,19 @@ async fn ui_loop(
     let mut areas = input::Areas::default();
     let mut events = Vec::new();
     let mut dirty = true;
-    app.set_snapshot(snapshot(engine, &admin));
+    app.set_snapshot(snapshot(&shared));
     let result = loop {
         tokio::select! {
-            Some(e) = input.recv() => {
+            e = input.recv() => {
+                // The terminal is gone when its reader stops.
+                let Some(e) = e else { break Ok(()) };
                 if let Some(msg) = input::message(&e, app.typing, &areas) {
                     if let Some(command) = app.update(msg) {
-                        let engine = Arc::clone(engine);
-                        let failures = failures_tx.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = engine.execute(command).await {
-                                let _ = failures.try_send(e.to_string());
-                            }
-                        });
+                        // Queued now, in key order; the outcome arrives later.
+                        match handle.submit(command) {
+                            Ok(pending) => replies.push(pending),
+                            Err(e) => app.log_line(shared.clock.uptime_secs(), LogKind::Alarm, e.to_string()),
+                        }
                     }
                     if app.quit {
                         break Ok(());
@@ -172,24 +126,27 @@ async fn ui_loop(
                 }
                 dirty = true;
             }
-            Some(text) = failures.recv() => {
-                app.log_line(engine.clock().uptime_secs(), LogKind::Alarm, text);
-                dirty = true;
+            Some(reply) = replies.next(), if !replies.is_empty() => {
+                if let Ok(Err(e)) = reply {
+                    app.log_line(shared.clock.uptime_secs(), LogKind::Alarm, e.to_string());
+                    dirty = true;
+                }
+            }
+            _ = hangups.next() => {
+                tracing::info!("the terminal went away (SIGHUP): shutting down");
+                break Ok(());
             }
             _ = data.tick() => {
-                app.set_snapshot(snapshot(engine, &admin));
+                app.set_snapshot(snapshot(&shared));
                 dirty = true;
             }
             _ = second.tick() => app.tick_second(),
             _ = frame.tick() => {
                 bus.drain_into(&mut events);
                 if !events.is_empty() {
-                    let topo = engine.router().topology();
-                    let at = engine.clock().uptime_secs();
+                    let at = shared.clock.uptime_secs();
                     for e in events.drain(..) {
-                        app.on_event(&e, at, |id| {
-                            if id.index() < topo.backend_count() { topo.backend(id).name.to_string() } else { "?".into() }
-                        });
+                        app.on_event(&e, at, |id| shared.backend_name(id));
                     }
                     dirty = true;
                 }
@@ -207,9 +164,9 @@ async fn ui_loop(
 }
 
 /// What the dashboard shows, taken from the engine.
-pub fn snapshot(engine: &Engine, admin: &str) -> Snapshot {
-    let backends = engine.backends_view();
-    let topo = engine.router().topology();
+pub fn snapshot(shared: &Shared) -> Snapshot {
+    let backends = shared.backends_view();
+    let topo = shared.router.topology();
     let index_of = |id: crate::router::BackendId| {
         let name = &*topo.backend(id).name;
         backends.iter().position(|b| b.name == name)
@@ -221,14 +178,15 @@ pub fn snapshot(engine: &Engine, admin: &str) -> Snapshot {
         .step_by(step)
         .filter_map(|v| index_of(v.owner).map(|i| (v.position, i)))
         .collect();
-    let now = engine.clock().now().secs();
-    let sessions = engine
-        .router()
+    let now = shared.clock.now().secs();
+    let sessions = shared
+        .router
         .sessions()
-        .list(MAX_SESSIONS, |_| true)
+        .map(|t| t.list(MAX_SESSIONS, |_| true))
+        .unwrap_or_default()
         .into_iter()
         .map(|s| SessionRow {
-            key: s.label.to_string(),
+            key: s.name().to_string(),
             backend: topo.backend(s.backend).name.to_string(),
             age_secs: now.saturating_sub(s.created_secs),
             idle_secs: now.saturating_sub(s.last_seen_secs),
@@ -238,13 +196,13 @@ pub fn snapshot(engine: &Engine, admin: &str) -> Snapshot {
         })
         .collect();
     Snapshot {
-        proxy: engine.proxy_addr().to_string(),
-        admin: admin.to_owned(),
-        stats: Some(engine.stats_view()),
+        proxy: shared.proxy_addr.to_string(),
+        admin: shared.admin_addr.to_string(),
+        stats: Some(shared.stats_view()),
         backends,
         sessions,
         vnodes,
-        traffic: engine.traffic_state(),
-        drain_timeout_secs: engine.config().drain.timeout_secs,
+        traffic: shared.traffic().map(|t| (t.is_running(), t.rate())),
+        drain_timeout_secs: shared.config().drain.timeout_secs,
     }
 }

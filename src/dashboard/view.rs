@@ -13,7 +13,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Table
 use super::app::{App, LogKind, Panel};
 use super::input::{Areas, KEYS};
 use crate::router::BackendState;
-use crate::router::remap::thousands;
+use crate::text::thousands;
 
 /// Colours for backends, in id order (chosen to read on dark and light backgrounds).
 const PALETTE: [Color; 8] = [
@@ -52,7 +52,7 @@ impl Theme {
             BackendState::Up => Color::Green,
             BackendState::Down | BackendState::Killed => Color::Red,
             BackendState::Draining => Color::Yellow,
-            BackendState::Removed => Color::DarkGray,
+            BackendState::Removed | BackendState::Drained => Color::DarkGray,
         };
         let style = self.fg(c);
         if matches!(s, BackendState::Down | BackendState::Killed) {
@@ -81,6 +81,7 @@ pub fn state_label(s: BackendState) -> &'static str {
         BackendState::Up => "▲ up",
         BackendState::Down => "▼ down",
         BackendState::Draining => "◐ draining",
+        BackendState::Drained => "◌ drained",
         BackendState::Killed => "✖ killed",
         BackendState::Removed => "○ removed",
     }
@@ -166,8 +167,8 @@ fn draw_header(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
     let wide = area.width >= 120;
     let bold = Style::new().add_modifier(Modifier::BOLD);
     let label = |t: &'static str| Span::styled(t, theme.fg(Color::DarkGray));
-    let affinity = stats.map_or("-".into(), |st| st.affinity.clone());
-    let placement = stats.map_or("-".into(), |st| st.placement.clone());
+    let affinity = stats.map_or("-".into(), |st| st.affinity.to_string());
+    let placement = stats.map_or("-".into(), |st| st.placement.to_string());
     let mut line1 = Line::from(vec![
         Span::styled(" ringside ", bold.patch(theme.fg(Color::Cyan))),
         label(" proxy "),
@@ -330,7 +331,10 @@ fn draw_backends(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
                 Cell::from(format!("{:.1}%", b.ring_share * 100.0)),
             ]);
             if with_latency {
-                cells.push(Cell::from(format!("{:.1}/{:.1}", b.p50_ms, b.p99_ms)));
+                cells.push(Cell::from(match (b.p50_ms, b.p99_ms) {
+                    (Some(p50), Some(p99)) => format!("{p50:.1}/{p99:.1}"),
+                    _ => "–".to_owned(),
+                }));
                 cells.push(Cell::from(b.weight.to_string()));
             }
             cells.push(Cell::from(note));
@@ -406,7 +410,10 @@ fn draw_ring(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
             ctx.layer();
             for &(position, owner) in &app.snapshot.vnodes {
                 let state = state_of(owner).unwrap_or(BackendState::Removed);
-                let dead = matches!(state, BackendState::Down | BackendState::Killed | BackendState::Removed);
+                let dead = matches!(
+                    state,
+                    BackendState::Down | BackendState::Killed | BackendState::Removed | BackendState::Drained
+                );
                 let outer = if state == BackendState::Draining { 1.05 } else { 1.1 };
                 let (x1, y1) = at(position, 1.0, aspect);
                 let (x2, y2) = at(position, outer, aspect);

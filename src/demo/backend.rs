@@ -98,7 +98,19 @@ pub struct DemoBackend {
 impl DemoBackend {
     /// Binds `addr` (port 0 picks one) and serves until killed.
     pub async fn start(name: &str, addr: SocketAddr) -> std::io::Result<DemoBackend> {
-        let listener = bind(addr)?;
+        DemoBackend::serve_on(name, bind(addr)?)
+    }
+
+    /// Binds a listener the way a demo backend needs it (`SO_REUSEADDR`, so
+    /// a revive can take the port back), for [`DemoBackend::serve_on`].
+    /// Must run inside a tokio runtime.
+    pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        bind(addr)?.into_std()
+    }
+
+    /// Serves on a listener from [`DemoBackend::bind`] until killed.
+    pub fn serve_on(name: &str, listener: impl IntoListener) -> std::io::Result<DemoBackend> {
+        let listener = listener.into_listener()?;
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             addr: listener.local_addr()?,
@@ -183,6 +195,11 @@ impl DemoBackend {
         matches!(*lock(&self.inner.life), Life::Serving { .. })
     }
 
+    /// Forgets every logged-in user (a lesson starts afresh).
+    pub fn forget_sessions(&self) {
+        self.inner.sessions().clear();
+    }
+
     /// Live sessions held in memory.
     pub fn sessions(&self) -> usize {
         self.inner.sessions().len()
@@ -191,6 +208,25 @@ impl DemoBackend {
     /// Requests served since start (kills and revives do not reset it).
     pub fn requests(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// A listener a demo backend can serve on.
+pub trait IntoListener {
+    /// The tokio listener.
+    fn into_listener(self) -> std::io::Result<TcpListener>;
+}
+
+impl IntoListener for TcpListener {
+    fn into_listener(self) -> std::io::Result<TcpListener> {
+        Ok(self)
+    }
+}
+
+impl IntoListener for std::net::TcpListener {
+    fn into_listener(self) -> std::io::Result<TcpListener> {
+        self.set_nonblocking(true)?;
+        TcpListener::from_std(self)
     }
 }
 
@@ -309,16 +345,21 @@ fn answer(inner: &Inner, status: StatusCode, text: &str) -> Response<Full<Bytes>
 /// The session id a request carries: the `session_id` cookie, else the
 /// `X-Session-ID` header, else the `session` query parameter.
 fn session_id(req: &Request<Incoming>) -> Option<String> {
-    cookie_values(req.headers(), "session_id")
+    cookie_values(req.headers(), b"session_id")
         .find(|v| !v.is_empty())
         .or_else(|| {
             req.headers()
                 .get("x-session-id")
-                .and_then(|v| v.to_str().ok())
+                .map(|v| v.as_bytes())
                 .filter(|v| !v.is_empty())
         })
-        .or_else(|| req.uri().query().and_then(|q| query_value(q, "session")))
-        .map(str::to_owned)
+        .or_else(|| {
+            req.uri()
+                .query()
+                .and_then(|q| query_value(q, "session"))
+                .map(str::as_bytes)
+        })
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Reads a request body and throws it away. `Ok(true)` when it was longer
@@ -462,7 +503,7 @@ pub async fn run_standalone(name: &str, listen: SocketAddr) -> anyhow::Result<()
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (is the port taken? try another --listen)"))?;
     println!("demo backend {name} listening on http://{}", backend.addr());
-    crate::app::wait_for_signal().await;
+    crate::signals::terminated().await;
     backend.kill().await;
     Ok(())
 }

@@ -104,6 +104,8 @@ struct Counters {
 
 #[derive(Debug)]
 struct Shared {
+    /// Bumped by a reset: every client forgets its cookies.
+    epoch: AtomicU64,
     /// Requests per second × 1000.
     rate_milli: AtomicU64,
     running: AtomicBool,
@@ -129,6 +131,7 @@ impl Traffic {
         paused: bool,
     ) -> Traffic {
         let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(0),
             rate_milli: AtomicU64::new(to_milli(config.rate)),
             running: AtomicBool::new(!paused),
             permits: Semaphore::new(0),
@@ -159,6 +162,11 @@ impl Traffic {
         Traffic { shared, stop, tasks }
     }
 
+    /// A handle on the clients' figures and state that views can keep.
+    pub fn probe(&self) -> TrafficProbe {
+        TrafficProbe(Arc::clone(&self.shared))
+    }
+
     /// Sets the total request rate (requests per second).
     pub fn set_rate(&self, rate: f64) {
         self.shared.rate_milli.store(to_milli(rate), Ordering::Relaxed);
@@ -184,9 +192,47 @@ impl Traffic {
         self.shared.running.load(Ordering::Relaxed)
     }
 
+    /// Starts over: every client forgets its cookies (a new visitor) and the
+    /// figures return to zero.
+    pub fn reset(&self) {
+        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
+        let c = &self.shared.counters;
+        for a in [
+            &c.requests,
+            &c.ok,
+            &c.status_4xx,
+            &c.status_5xx,
+            &c.errors,
+            &c.logins,
+            &c.lost_sessions,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// The figures so far.
     pub fn stats(&self) -> TrafficStats {
-        let c = &self.shared.counters;
+        self.probe().stats()
+    }
+
+    /// Ends every client.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Reads the clients' figures and state, for views.
+#[derive(Debug, Clone)]
+pub struct TrafficProbe(Arc<Shared>);
+
+impl TrafficProbe {
+    /// The figures so far.
+    pub fn stats(&self) -> TrafficStats {
+        let c = &self.0.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         TrafficStats {
             requests: get(&c.requests),
@@ -199,13 +245,14 @@ impl Traffic {
         }
     }
 
-    /// Ends every client.
-    pub async fn stop(self) {
-        self.stop.send_replace(true);
-        for t in self.tasks {
-            t.abort();
-            let _ = t.await;
-        }
+    /// True while sending.
+    pub fn is_running(&self) -> bool {
+        self.0.running.load(Ordering::Relaxed)
+    }
+
+    /// The total request rate.
+    pub fn rate(&self) -> f64 {
+        self.0.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
 }
 
@@ -268,6 +315,7 @@ struct Outcome {
 impl Client {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut steps_left = 0u32;
+        let mut epoch = self.shared.epoch.load(Ordering::Relaxed);
         loop {
             tokio::select! {
                 permit = self.shared.permits.acquire() => match permit {
@@ -275,6 +323,12 @@ impl Client {
                     Err(_) => return,
                 },
                 _ = stop.changed() => return,
+            }
+            let now = self.shared.epoch.load(Ordering::Relaxed);
+            if now != epoch {
+                epoch = now;
+                self.jar.clear();
+                self.connection = None;
             }
             let logged_in = self.jar.contains_key("session_id");
             if !logged_in {

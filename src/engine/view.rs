@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use super::Engine;
+use super::Shared;
+use crate::router::affinity::AffinityMode;
 use crate::router::remap::RemapSummary;
-use crate::router::{BackendState, StatsSnapshot};
+use crate::router::{BackendId, BackendState, Placement, StatsSnapshot};
 
 /// One backend as operators see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -20,8 +21,10 @@ pub struct BackendView {
     pub state: BackendState,
     /// Takes or keeps sessions now.
     pub healthy: bool,
-    /// e.g. `fall 2/3`, empty when steady.
+    /// e.g. `fall 2/3`, `checking 1/2`; empty when steady.
     pub health: String,
+    /// Why its last check or connect failed, while failing (e.g. `connection refused`).
+    pub failure: Option<String>,
     /// Demo backend (in-process) or external.
     pub demo: bool,
     /// Weight.
@@ -34,10 +37,10 @@ pub struct BackendView {
     pub sessions: u64,
     /// Its share of the ring for new keys now.
     pub ring_share: f64,
-    /// Median time to response headers, ms.
-    pub p50_ms: f64,
+    /// Median time to response headers, ms (`None` before any request).
+    pub p50_ms: Option<f64>,
     /// 99th percentile, ms.
-    pub p99_ms: f64,
+    pub p99_ms: Option<f64>,
     /// Time from the last kill to detection, ms.
     pub detected_after_ms: Option<u64>,
     /// Seconds left in a drain.
@@ -59,6 +62,8 @@ pub struct StatsView {
     pub tunnels: u64,
     /// Requests refused for carrying both framing headers.
     pub smuggling_refused: u64,
+    /// Requests that came back to ringside through one of its backends (508).
+    pub loops_refused: u64,
     /// Client connections open now.
     pub client_connections: u64,
     /// Connections closed at a drain's timeout.
@@ -81,9 +86,9 @@ pub struct StatsView {
     /// Seconds since start.
     pub uptime_secs: u64,
     /// Placement in force.
-    pub placement: String,
+    pub placement: Placement,
     /// Affinity mode in force.
-    pub affinity: String,
+    pub affinity: AffinityMode,
 }
 
 /// Answers by status.
@@ -107,55 +112,60 @@ pub struct ResponsesView {
     pub gateway_timeout_504: u64,
 }
 
-impl Engine {
-    /// Every backend not removed, plus removed ones that still hold state, in id order.
+impl Shared {
+    /// Every backend that is not removed, in id order.
     pub fn backends_view(&self) -> Vec<BackendView> {
         let topo = self.router.topology();
-        (0..topo.backend_count())
-            .map(|i| crate::router::BackendId(i as u32))
-            .filter(|&id| topo.state(id) != BackendState::Removed || self.health_of(id).is_some())
-            .map(|id| {
-                let b = topo.backend(id);
+        let runtimes = self.runtimes();
+        let config = self.config();
+        let (rise, fall) = (config.health.rise, config.health.fall);
+        topo.members()
+            .map(|b| {
+                let id = b.id;
                 let state = topo.state(id);
-                let (progress, detected, drain_left) = self.health_of(id).unwrap_or_default();
-                let (p50, p99) = self
-                    .upstreams
-                    .get(id)
-                    .map(|u| (u.latency.quantile(0.5), u.latency.quantile(0.99)))
-                    .unwrap_or_default();
-                let h = &self.config.health;
+                let runtime = runtimes.get(&id).cloned().unwrap_or_default();
+                let serving = state.keeps_sessions();
+                let health = if runtime.checking && !serving {
+                    format!("checking {}/{rise}", runtime.health.successes)
+                } else {
+                    runtime.health.describe(serving, rise, fall)
+                };
+                let latency = self.upstreams.get(id).filter(|u| u.latency.count() > 0);
+                let ms = |q: f64| latency.as_ref().map(|u| u.latency.quantile(q).as_secs_f64() * 1000.0);
                 BackendView {
                     name: b.name.to_string(),
                     addr: b.addr.to_string(),
                     state,
-                    healthy: state.keeps_sessions(),
-                    health: progress.describe(state.keeps_sessions(), h.rise, h.fall),
-                    demo: self.is_demo(id),
+                    healthy: serving,
+                    health,
+                    failure: runtime.last_failure.filter(|_| !serving || runtime.health.failures > 0),
+                    demo: runtime.demo,
                     weight: topo.weight(id),
                     active: b.counters.active(),
                     requests: b.counters.requests(),
-                    sessions: b.counters.sessions(),
+                    sessions: self.router.sessions_on(b),
                     ring_share: topo.effective_share(id),
-                    p50_ms: p50.as_secs_f64() * 1000.0,
-                    p99_ms: p99.as_secs_f64() * 1000.0,
-                    detected_after_ms: detected.map(|d| d.as_millis() as u64),
-                    drain_left_secs: drain_left.map(|d| d.as_secs()),
+                    p50_ms: ms(0.5),
+                    p99_ms: ms(0.99),
+                    detected_after_ms: runtime.detected_after.map(|d| d.as_millis() as u64),
+                    drain_left_secs: runtime
+                        .drain_deadline
+                        .map(|d| d.saturating_duration_since(tokio::time::Instant::now()).as_secs()),
                 }
             })
             .collect()
+    }
+
+    /// One backend by name.
+    pub fn backend_view(&self, name: &str) -> Option<BackendView> {
+        self.backends_view().into_iter().find(|b| b.name == name)
     }
 
     /// Balancer-wide figures.
     pub fn stats_view(&self) -> StatsView {
         let p = self.proxy.stats();
         let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        let last_remap = self
-            .router
-            .stats()
-            .last_remap
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let last_remap = self.router.last_remap();
         StatsView {
             router: self.router.stats_snapshot(),
             responses: ResponsesView {
@@ -171,18 +181,29 @@ impl Engine {
             redispatched: get(&p.redispatched),
             tunnels: get(&p.tunnels),
             smuggling_refused: get(&p.smuggling_refused),
+            loops_refused: get(&p.loops_refused),
             client_connections: get(&p.client_connections),
             closed_by_drain: get(&p.closed_by_drain),
             lost_in_flight: get(&p.lost_in_flight),
             store: self.store.as_ref().map(|s| s.view()),
             dropped_events: self.bus.dropped(),
             sampled_out_events: self.bus.sampled_out(),
-            lost_sessions: self.traffic_stats().map_or(0, |t| t.lost_sessions),
+            lost_sessions: self.traffic().map_or(0, |t| t.stats().lost_sessions),
             last_remap_text: last_remap.as_ref().map(ToString::to_string),
             last_remap,
             uptime_secs: self.clock.uptime_secs(),
-            placement: self.router.placement().to_string(),
-            affinity: self.affinity.mode().to_string(),
+            placement: self.router.placement(),
+            affinity: self.router.affinity().mode(),
+        }
+    }
+
+    /// The name of backend `id` (for events), or `?` when unknown.
+    pub fn backend_name(&self, id: BackendId) -> String {
+        let topo = self.router.topology();
+        if id.index() < topo.backend_count() {
+            topo.backend(id).name.to_string()
+        } else {
+            "?".into()
         }
     }
 }

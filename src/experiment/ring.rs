@@ -8,10 +8,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use crate::router::remap::{ideal_share, thousands};
+use crate::router::remap::ideal_share;
 use crate::router::{
     BackendSpec, NullSink, Placement, Router, RouterConfig, RouterError, SessionKey, Timestamp, VnodeHash,
 };
+use crate::text::thousands;
 
 /// The most keys one run places (they are held as sessions for bounded loads).
 pub const MAX_KEYS: u32 = 2_000_000;
@@ -177,7 +178,7 @@ impl RingExperiment {
         keys.iter()
             .map(|k| {
                 router
-                    .route(SessionKey::Text(k), Timestamp(0))
+                    .route(SessionKey::Text(k.as_bytes()), Timestamp(0))
                     .map(|r| r.backend.name.to_string())
             })
             .collect()

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::router::affinity::trim_bytes;
+
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -82,37 +84,36 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue) {
 }
 
 /// Removes the cookie `name` from every `Cookie` header (HAProxy's
-/// `indirect`): the backend never sees the balancer's cookie. Allocates only
-/// when the cookie is present.
+/// `indirect`): the backend never sees the balancer's cookie. The rest of
+/// each header is left byte for byte — spacing, order, non-ASCII values.
+/// Allocates only when the cookie is present.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let name = name.as_bytes();
+    let named = |pair: &[u8]| {
+        let n = pair.iter().position(|&b| b == b'=').map_or(pair, |eq| &pair[..eq]);
+        trim_bytes(n) == name
+    };
     let present = headers
         .get_all(header::COOKIE)
         .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.split(';').any(|p| cookie_name(p) == name)));
+        .any(|v| v.as_bytes().split(|&b| b == b';').any(named));
     if !present {
         return;
     }
     let kept: Vec<HeaderValue> = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| match v.to_str() {
-            Ok(s) => {
-                let rest: Vec<&str> = s.split(';').map(str::trim).filter(|p| cookie_name(p) != name).collect();
-                (!rest.is_empty())
-                    .then(|| HeaderValue::from_str(&rest.join("; ")).ok())
-                    .flatten()
-            }
-            Err(_) => Some(v.clone()),
+        .filter_map(|v| {
+            let pairs: Vec<&[u8]> = v.as_bytes().split(|&b| b == b';').filter(|p| !named(p)).collect();
+            let joined = pairs.join(&b';');
+            let rest = trim_bytes(&joined);
+            (!rest.is_empty()).then(|| HeaderValue::from_bytes(rest).ok()).flatten()
         })
         .collect();
     headers.remove(header::COOKIE);
     for v in kept {
         headers.append(header::COOKIE, v);
     }
-}
-
-fn cookie_name(pair: &str) -> &str {
-    pair.split_once('=').map_or(pair, |(n, _)| n).trim()
 }
 
 /// Attributes of the balancer's `Set-Cookie`.
@@ -136,49 +137,11 @@ pub fn set_cookie_value(name: &str, value: &str, attrs: &CookieAttributes) -> Op
     HeaderValue::from_str(&s).ok()
 }
 
-/// What a response's `Set-Cookie` headers say about the cookie `name`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetCookie<'a> {
-    /// It is set to this value.
-    Set(&'a str),
-    /// It is deleted (empty value or `Max-Age=0`).
-    Deleted,
-}
-
-/// The last `Set-Cookie` for `name` in `headers`, if any.
-pub fn find_set_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<SetCookie<'a>> {
-    headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|s| {
-            let mut parts = s.split(';');
-            let (n, v) = parts.next()?.split_once('=')?;
-            if n.trim() != name {
-                return None;
-            }
-            let v = v.trim();
-            let deleted = v.is_empty()
-                || parts.any(|a| {
-                    let a = a.trim();
-                    a.len() >= 8 && a[..8].eq_ignore_ascii_case("max-age=") && a[8..].trim().starts_with(['0', '-'])
-                });
-            Some(if deleted { SetCookie::Deleted } else { SetCookie::Set(v) })
-        })
-        .next_back()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
+    use crate::testing::headers as map;
 
     #[test]
     fn hop_by_hop_headers_go_and_named_ones_too() {
@@ -218,9 +181,19 @@ mod tests {
         strip_cookie(&mut h, "SERVERID");
         let all: Vec<&str> = h.get_all("cookie").iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(all, ["a=1; b=2"]);
-        let mut untouched = map(&[("cookie", "SERVERIDX=1; a=2")]);
+        let mut untouched = map(&[("cookie", "SERVERIDX=1;a=2")]);
         strip_cookie(&mut untouched, "SERVERID");
-        assert_eq!(untouched.get("cookie").unwrap(), "SERVERIDX=1; a=2");
+        assert_eq!(untouched.get("cookie").unwrap(), "SERVERIDX=1;a=2");
+        let mut tight = map(&[("cookie", "a=1;b=2;SERVERID=x")]);
+        strip_cookie(&mut tight, "SERVERID");
+        assert_eq!(tight.get("cookie").unwrap(), "a=1;b=2");
+        let mut h = HeaderMap::new();
+        h.append(
+            "cookie",
+            HeaderValue::from_bytes("SERVERID=x; city=Zürich".as_bytes()).unwrap(),
+        );
+        strip_cookie(&mut h, "SERVERID");
+        assert_eq!(h.get("cookie").unwrap().as_bytes(), "city=Zürich".as_bytes());
     }
 
     #[test]
@@ -233,17 +206,5 @@ mod tests {
         };
         let v = set_cookie_value("SERVERID", "abc", &attrs).unwrap();
         assert_eq!(v, "SERVERID=abc; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=3600");
-    }
-
-    #[test]
-    fn application_cookies_are_read_from_responses() {
-        let h = map(&[
-            ("set-cookie", "theme=dark"),
-            ("set-cookie", "session_id=abc; Path=/; HttpOnly"),
-        ]);
-        assert_eq!(find_set_cookie(&h, "session_id"), Some(SetCookie::Set("abc")));
-        let gone = map(&[("set-cookie", "session_id=; Path=/; Max-Age=0")]);
-        assert_eq!(find_set_cookie(&gone, "session_id"), Some(SetCookie::Deleted));
-        assert_eq!(find_set_cookie(&h, "other"), None);
     }
 }

@@ -27,15 +27,18 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+
+use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
-use crate::router::affinity::{Affinity, AffinityMode, RequestView};
-use crate::router::{Backend, BackendId, Route, Router, RouterError, SessionKey};
+use crate::config::Config;
+use crate::router::affinity::{AffinityMode, RequestView};
+use crate::router::{Backend, BackendId, Route, Router, RouterError};
+use crate::shutdown::ShutdownSignal;
 use crate::store::RedisStore;
 use body::{ActiveGuard, ProxyBody, StreamedBody, plain};
 use framing::{FramingGuard, FramingWatch};
-use headers::{CookieAttributes, SetCookie};
+use headers::CookieAttributes;
 use pool::UpstreamBody;
 use signal::{Fired, Signal};
 use upstream::{Upstream, Upstreams};
@@ -59,10 +62,30 @@ pub struct ProxySettings {
     pub cookie: CookieAttributes,
 }
 
-/// Told when connects to a backend keep failing (passive health).
+impl ProxySettings {
+    /// The settings a configuration asks for.
+    pub fn from_config(config: &Config, _proxy_addr: SocketAddr) -> Self {
+        let p = &config.proxy;
+        ProxySettings {
+            connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+            backend_timeout: Duration::from_millis(p.backend_timeout_ms),
+            header_read_timeout: Duration::from_millis(p.header_read_timeout_ms),
+            max_header_bytes: p.max_header_bytes,
+            retries: p.retries,
+            fall: config.health.fall,
+            cookie: CookieAttributes {
+                secure: config.affinity.secure,
+                max_age_secs: config.affinity.max_age_secs,
+            },
+        }
+    }
+}
+
+/// Told when connects to a backend keep failing (passive health). Never
+/// blocks: the engine decides, on its own task.
 pub trait PassiveHealth: Send + Sync {
-    /// `fall` connects in a row to `backend` failed.
-    fn connects_failing(&self, backend: &Arc<Backend>);
+    /// `fall` connects in a row to `backend` failed; `why` says how.
+    fn connects_failing(&self, backend: &Backend, why: String);
 }
 
 /// Answers by status class, for the header and `/metrics`.
@@ -86,6 +109,9 @@ pub struct ProxyStats {
     /// Requests refused for carrying both `Content-Length` and
     /// `Transfer-Encoding`.
     pub smuggling_refused: AtomicU64,
+    /// Requests that came back through one of ringside's own backends
+    /// (answered 508 Loop Detected).
+    pub loops_refused: AtomicU64,
     /// Client connections open now (a gauge).
     pub client_connections: AtomicU64,
     /// Backend connections still open at a drain's timeout, and closed.
@@ -99,13 +125,15 @@ pub struct ProxyStats {
 /// The proxy and everything its requests need.
 pub struct Proxy {
     router: Arc<Router>,
-    affinity: Arc<Affinity>,
     upstreams: Arc<Upstreams>,
     clock: Clock,
-    settings: ProxySettings,
+    settings: ArcSwap<ProxySettings>,
     health: Arc<dyn PassiveHealth>,
     store: Option<Arc<RedisStore>>,
     stats: ProxyStats,
+    /// This instance's `Via` entry: a request that arrives carrying it has
+    /// come back through one of its own backends.
+    via: HeaderValue,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -120,22 +148,23 @@ impl Proxy {
     /// A proxy over `router`'s decisions.
     pub fn new(
         router: Arc<Router>,
-        affinity: Arc<Affinity>,
         upstreams: Arc<Upstreams>,
         clock: Clock,
         settings: ProxySettings,
         health: Arc<dyn PassiveHealth>,
         store: Option<Arc<RedisStore>>,
     ) -> Self {
+        let via = HeaderValue::from_str(&format!("1.1 ringside-{:08x}", fastrand::u32(..)))
+            .expect("a Via entry is a valid header value");
         Proxy {
             router,
-            affinity,
             upstreams,
             clock,
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             health,
             store,
             stats: ProxyStats::default(),
+            via,
         }
     }
 
@@ -144,24 +173,50 @@ impl Proxy {
         &self.stats
     }
 
-    /// Serves on `shards` threads, each with a single-threaded runtime and a
-    /// listener of its own on `addr` (SO_REUSEPORT: the kernel spreads the
-    /// connections), so a request and its upstream connection stay on one
-    /// thread — no cross-thread wake-ups. The first listener is `first`
-    /// (already bound to `addr`). Returns when `shutdown` turns true.
-    pub fn serve_sharded(
-        self: Arc<Self>,
-        first: std::net::TcpListener,
-        addr: SocketAddr,
-        shards: usize,
-        shutdown: watch::Receiver<bool>,
-    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-        let mut listeners = vec![first];
-        for _ in 1..shards.max(1) {
-            listeners.push(reuseport_listener(addr)?);
+    /// Replaces the settings (a configuration reload); requests that start
+    /// from now on use them.
+    pub fn set_settings(&self, settings: ProxySettings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// Zeroes the answer counters (a lesson starts afresh); gauges stay.
+    pub fn reset_stats(&self) {
+        let s = &self.stats;
+        for c in s.by_class.iter().chain([
+            &s.requests,
+            &s.bad_gateway,
+            &s.unavailable,
+            &s.gateway_timeout,
+            &s.redispatched,
+            &s.tunnels,
+            &s.smuggling_refused,
+            &s.loops_refused,
+            &s.closed_by_drain,
+            &s.lost_in_flight,
+        ]) {
+            c.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Serves on `shards` threads, each with a single-threaded runtime
+    /// accepting from its own handle on `listener` (one socket, bound once:
+    /// nobody can slip in between), so a request and its upstream connection
+    /// stay on one thread — no cross-thread wake-ups. Each thread returns
+    /// once `shutdown` fires and its connections are done.
+    pub fn serve_threads(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        shards: usize,
+        shutdown: ShutdownSignal,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        listener.set_nonblocking(true)?;
+        let mut handles = Vec::new();
+        for _ in 1..shards.max(1) {
+            handles.push(listener.try_clone()?);
+        }
+        handles.push(listener);
         let mut threads = Vec::new();
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, listener) in handles.into_iter().enumerate() {
             let proxy = Arc::clone(&self);
             let shutdown = shutdown.clone();
             let thread = std::thread::Builder::new()
@@ -171,14 +226,14 @@ impl Proxy {
                     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(r) => r,
                         Err(e) => {
-                            tracing::error!("proxy shard {i}: {e}");
+                            tracing::error!("proxy thread {i}: {e}");
                             return;
                         }
                     };
                     runtime.block_on(async move {
                         match TcpListener::from_std(listener) {
                             Ok(l) => proxy.serve(l, shutdown).await,
-                            Err(e) => tracing::error!("proxy shard {i}: {e}"),
+                            Err(e) => tracing::error!("proxy thread {i}: {e}"),
                         }
                     });
                 })?;
@@ -190,7 +245,7 @@ impl Proxy {
     /// Serves clients from `listener` until `shutdown` turns true; then stops
     /// accepting, closes idle keep-alive connections and lets requests in
     /// flight finish, for at most [`SHUTDOWN_GRACE`] (tunnels are cut).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: ShutdownSignal) {
         // Open connections learn of the shutdown from this, which costs
         // them nothing per poll (see [`signal`]).
         let stopping = Arc::new(Signal::default());
@@ -206,7 +261,7 @@ impl Proxy {
                         continue;
                     }
                 },
-                _ = stopped(&mut shutdown) => {
+                _ = shutdown.stopped() => {
                     stopping.fire();
                     drop(listener);
                     if tokio::time::timeout(SHUTDOWN_GRACE, open.all_closed()).await.is_err() {
@@ -237,11 +292,13 @@ impl Proxy {
                     };
                     async move { Ok::<_, Infallible>(proxy.handle(req, client, ambiguous).await) }
                 });
+                let settings = proxy.settings.load();
                 let mut builder = http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
-                    .header_read_timeout(proxy.settings.header_read_timeout)
-                    .max_buf_size(proxy.settings.max_header_bytes);
+                    .header_read_timeout(settings.header_read_timeout)
+                    .max_buf_size(settings.max_header_bytes);
+                drop(settings);
                 let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
                 tokio::pin!(conn);
                 tokio::select! {
@@ -270,6 +327,15 @@ impl Proxy {
             r.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             r
+        } else if self.came_back(req.headers()) {
+            self.stats.loops_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "a request came back to ringside through one of its backends (its Via names this instance): answered 508"
+            );
+            error(
+                StatusCode::LOOP_DETECTED,
+                "508 Loop Detected: this request already passed through this ringside; a backend points back at it\n",
+            )
         } else {
             self.forward(req, client).await
         };
@@ -280,32 +346,35 @@ impl Proxy {
         response
     }
 
+    /// Whether the request already passed through this instance.
+    fn came_back(&self, headers: &http::HeaderMap) -> bool {
+        let mine = &self.via.as_bytes()[4..];
+        headers
+            .get_all(header::VIA)
+            .iter()
+            .any(|v| v.as_bytes().windows(mine.len()).any(|w| w == mine))
+    }
+
     async fn forward(&self, mut req: Request<Incoming>, client: Client) -> Response<ProxyBody> {
         let now = self.clock.now();
-        let topo = self.router.topology();
-        let extracted = self.affinity.extract(
-            &RequestView {
-                headers: req.headers(),
-                query: req.uri().query(),
-                peer: client.addr.ip(),
-            },
-            &topo,
-        );
-        if extracted.forged {
-            self.router.note_forged_cookie();
-        }
-        drop(topo);
+        let settings = self.settings.load_full();
+        let request = self.router.read_request(&RequestView {
+            headers: req.headers(),
+            query: req.uri().query(),
+            peer: client.addr.ip(),
+        });
         let routed = match &self.store {
             // A session the local table lacks may live in the shared store.
-            Some(store) if store.is_available() => match self.router.route_cached(extracted.key, now) {
-                Err(RouterError::NotCached { fingerprint }) => {
-                    store.fill(&self.router, fingerprint, now).await;
-                    self.router.route(extracted.key, now)
+            Some(store) if store.is_available() => match self.router.route_cached(&request, now) {
+                Err(RouterError::NotCached { domain, fingerprint }) => {
+                    store.fill(&self.router, domain, fingerprint, now).await;
+                    self.router.route_request(&request, now)
                 }
                 other => other,
             },
-            _ => self.router.route(extracted.key, now),
+            _ => self.router.route_request(&request, now),
         };
+        let app_session = request.app_session;
         let Ok(mut route) = routed else {
             return self.unavailable();
         };
@@ -314,8 +383,9 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::strip_cookie(&mut parts.headers, self.affinity.codec().name());
+        headers::strip_cookie(&mut parts.headers, self.router.affinity().codec().name());
         headers::add_forwarded(&mut parts.headers, &client.forwarded_for);
+        parts.headers.append(header::VIA, self.via.clone());
         if let Some(pq) = parts.uri.path_and_query() {
             parts.uri = Uri::from(pq.clone());
         }
@@ -340,11 +410,11 @@ impl Proxy {
             let connected = if upgrade {
                 upstream
                     .pool
-                    .connect(self.settings.connect_timeout, true)
+                    .connect(settings.connect_timeout, true)
                     .await
                     .map(|s| (s, false))
             } else {
-                upstream.pool.checkout(self.settings.connect_timeout).await
+                upstream.pool.checkout(settings.connect_timeout).await
             };
             let (mut sender, _reused) = match connected {
                 Ok(c) => {
@@ -353,8 +423,8 @@ impl Proxy {
                 }
                 Err(e) => {
                     tracing::debug!("{}: {e}", route.backend.name);
-                    if upstream.connect_failed() == self.settings.fall {
-                        self.health.connects_failing(&route.backend);
+                    if upstream.connect_failed() == settings.fall {
+                        self.health.connects_failing(&route.backend, e.to_string());
                     }
                     if !self.redispatch(&mut route, &mut tried, &mut attempts) {
                         return self.gave_up(attempts, false);
@@ -364,7 +434,7 @@ impl Proxy {
             };
             let active = ActiveGuard::new(&route.backend);
             let started = tokio::time::Instant::now();
-            let sent = tokio::time::timeout(self.settings.backend_timeout, sender.try_send_request(upstream_req)).await;
+            let sent = tokio::time::timeout(settings.backend_timeout, sender.try_send_request(upstream_req)).await;
             match sent {
                 Err(_) => {
                     self.stats.gateway_timeout.fetch_add(1, Ordering::Relaxed);
@@ -375,7 +445,7 @@ impl Proxy {
                 }
                 Ok(Ok(resp)) => {
                     upstream.latency.record(started.elapsed());
-                    return self.respond(resp, &route, upstream, sender, active, client_upgrade, now);
+                    return self.respond(resp, &route, upstream, sender, active, client_upgrade, app_session, now);
                 }
                 Ok(Err(mut e)) => {
                     tracing::debug!("{}: {}", route.backend.name, e.error());
@@ -413,7 +483,7 @@ impl Proxy {
     /// [`Proxy::gave_up`] chooses the answer).
     fn redispatch(&self, route: &mut Route, tried: &mut Vec<BackendId>, attempts: &mut u32) -> bool {
         *attempts += 1;
-        if *attempts > self.settings.retries {
+        if *attempts > self.settings.load().retries {
             return false;
         }
         tried.push(route.backend.id);
@@ -431,7 +501,7 @@ impl Proxy {
     /// or a backend failed after taking the request (`backend_failed`), 503
     /// when no backend could take it at all.
     fn gave_up(&self, attempts: u32, backend_failed: bool) -> Response<ProxyBody> {
-        if attempts > self.settings.retries {
+        if attempts > self.settings.load().retries {
             self.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
             error(
                 StatusCode::BAD_GATEWAY,
@@ -454,19 +524,22 @@ impl Proxy {
         sender: hyper::client::conn::http1::SendRequest<UpstreamBody>,
         active: ActiveGuard,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        app_session: Option<u64>,
         now: crate::router::Timestamp,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = resp.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-        if self.affinity.mode() != AffinityMode::LbCookie {
-            self.learn_app_session(&parts.headers, route, now);
+        if self.router.affinity().mode() != AffinityMode::None {
+            self.router
+                .learn_from_response(&parts.headers, app_session, route.backend.id, now);
         }
         headers::strip_hop_by_hop(&mut parts.headers, switching);
         if route.set_cookie
             && let Some(session) = route.session_id
         {
-            let value = self.affinity.codec().encode(session, &route.backend);
-            if let Some(v) = headers::set_cookie_value(self.affinity.codec().name(), &value, &self.settings.cookie) {
+            let codec = self.router.affinity().codec();
+            let value = codec.encode(session, &route.backend);
+            if let Some(v) = headers::set_cookie_value(codec.name(), &value, &self.settings.load().cookie) {
                 parts.headers.append(header::SET_COOKIE, v);
             }
         }
@@ -481,23 +554,6 @@ impl Proxy {
             return Response::from_parts(parts, plain(""));
         }
         Response::from_parts(parts, Either::Left(StreamedBody::new(body, (sender, upstream), active)))
-    }
-
-    /// In app-cookie, header and query modes the application's own
-    /// `Set-Cookie` tells where a session lives: bind it there, or end the
-    /// request's session when the cookie is deleted (logout).
-    fn learn_app_session(&self, headers: &http::HeaderMap, route: &Route, now: crate::router::Timestamp) {
-        match headers::find_set_cookie(headers, &self.affinity.config().app_cookie) {
-            Some(SetCookie::Set(id)) => {
-                self.router.bind(SessionKey::Text(id), route.backend.id, now);
-            }
-            Some(SetCookie::Deleted) => {
-                if let Some(fingerprint) = route.fingerprint {
-                    self.router.end_route_session(fingerprint);
-                }
-            }
-            None => {}
-        }
     }
 
     fn unavailable(&self) -> Response<ProxyBody> {
@@ -592,24 +648,17 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: Response<Incoming>, 
     }
 }
 
-/// A non-blocking listener on `addr` that shares the port with others (SO_REUSEPORT).
-pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// The proxy's listening socket on `addr`, with a backlog for bursts of
+/// new connections. Must run inside a tokio runtime.
+pub fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    #[cfg(unix)]
-    socket.set_reuseport(true)?;
     socket.bind(addr)?;
-    let listener = socket.listen(1024)?.into_std()?;
-    Ok(listener)
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
+    socket.listen(1024)?.into_std()
 }
 
 fn is_idempotent(m: &Method) -> bool {

@@ -49,6 +49,17 @@ impl Upstreams {
         self.by_id.load().get(id.index()).and_then(Clone::clone)
     }
 
+    /// Forgets a removed backend's upstream (its pool and latency go).
+    pub fn unregister(&self, id: BackendId) {
+        self.by_id.rcu(|v| {
+            let mut v = (**v).clone();
+            if let Some(slot) = v.get_mut(id.index()) {
+                *slot = None;
+            }
+            v
+        });
+    }
+
     /// Registers a backend (call once per id, when it is added).
     pub fn register(&self, backend: &Arc<Backend>, max_idle: usize) -> Arc<Upstream> {
         let upstream = Arc::new(Upstream {

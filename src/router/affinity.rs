@@ -1,7 +1,8 @@
-//! Affinity keys: what a request is routed by, read from its headers, query
-//! string or address without allocating.
+//! Affinity: what a request is routed by, and what a response teaches —
+//! routing policy, decided here and tested without sockets; the proxy only
+//! carries bytes and asks.
 //!
-//! One mode is in force at a time, and only its source is read:
+//! One mode is in force at a time, and only its key routes:
 //!
 //! - `lb-cookie`: a valid balancer cookie routes to its session (or, if the
 //!   table lost it, to the backend it names); an invalid one is counted as
@@ -11,7 +12,17 @@
 //!   no session.
 //! - `source-ip`: the client address; `X-Forwarded-For` counts only when the
 //!   peer is a trusted proxy, and then its rightmost untrusted address wins.
-//! - `none`: every request placed afresh.
+//! - `none`: every request placed afresh; no session is kept or learned.
+//!
+//! What is learned, per mode: every mode but `none` learns where the
+//! application keeps its sessions from its own `Set-Cookie` (and forgets one
+//! when the cookie is deleted — a logout). In `app-cookie`, `header` and
+//! `query` those are the sessions that route; in `lb-cookie` and `source-ip`
+//! they are kept aside, uncounted, so that switching to an application-key
+//! mode keeps every logged-in user where their session lives, and a new
+//! balancer-cookie or address session is placed where the client's
+//! application session already is. A logout only ever ends the application
+//! session, never an address's or a balancer cookie's.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -19,9 +30,10 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use http::HeaderMap;
-use http::header::COOKIE;
+use http::header::{COOKIE, SET_COOKIE};
 
 use super::SessionKey;
+use super::hash::KeyDomain;
 use super::lb_cookie::CookieCodec;
 use super::topology::Topology;
 
@@ -70,6 +82,21 @@ impl AffinityMode {
     /// The next mode in [`AffinityMode::ALL`], wrapping.
     pub fn next(self) -> AffinityMode {
         AffinityMode::ALL[(self as usize + 1) % AffinityMode::ALL.len()]
+    }
+
+    /// The session table whose sessions route in this mode (`None`: no sessions).
+    pub fn domain(self) -> Option<KeyDomain> {
+        match self {
+            AffinityMode::LbCookie => Some(KeyDomain::Cookie),
+            AffinityMode::AppCookie | AffinityMode::Header | AffinityMode::Query => Some(KeyDomain::Text),
+            AffinityMode::SourceIp => Some(KeyDomain::Ip),
+            AffinityMode::None => None,
+        }
+    }
+
+    /// Whether the application's own `Set-Cookie` is learned in this mode.
+    pub fn learns_app_sessions(self) -> bool {
+        self != AffinityMode::None
     }
 }
 
@@ -193,6 +220,9 @@ pub struct Extracted<'a> {
     pub key: SessionKey<'a>,
     /// A balancer cookie was present but none verified (count it).
     pub forged: bool,
+    /// The application's session id as this request carries it (its cookie,
+    /// or the mode's header or parameter); `None` in mode `none`.
+    pub app_session: Option<&'a [u8]>,
 }
 
 /// Reads affinity keys; the mode can be switched at run time.
@@ -218,8 +248,8 @@ impl Affinity {
         AffinityMode::ALL[self.mode.load(Ordering::Relaxed) as usize % AffinityMode::ALL.len()]
     }
 
-    /// Switches the mode for the next requests.
-    pub fn set_mode(&self, mode: AffinityMode) {
+    /// Switches the mode for the next requests (the router does it, with its tables).
+    pub(super) fn set_mode(&self, mode: AffinityMode) {
         self.mode.store(mode as u8, Ordering::Relaxed);
     }
 
@@ -235,63 +265,150 @@ impl Affinity {
 
     /// Reads the key of a request under the mode in force.
     pub fn extract<'a>(&self, req: &RequestView<'a>, topo: &Topology) -> Extracted<'a> {
-        let key = |key| Extracted { key, forged: false };
-        match self.mode() {
+        let mode = self.mode();
+        let app_cookie = || cookie_values(req.headers, self.config.app_cookie.as_bytes()).find(|v| !v.is_empty());
+        let (key, forged, app_session) = match mode {
             AffinityMode::LbCookie => {
                 let mut seen = false;
-                for value in cookie_values(req.headers, self.codec.name()) {
+                let mut claim = None;
+                for value in cookie_values(req.headers, self.codec.name().as_bytes()) {
                     seen = true;
-                    if let Some(claim) = self.codec.decode(value) {
-                        return key(SessionKey::Cookie {
-                            session: claim.session,
-                            backend: topo.by_tag(claim.tag),
-                        });
+                    if let Some(c) = std::str::from_utf8(value).ok().and_then(|v| self.codec.decode(v)) {
+                        claim = Some(c);
+                        break;
                     }
                 }
-                Extracted {
-                    key: SessionKey::NewCookie,
-                    forged: seen,
+                match claim {
+                    Some(c) => (
+                        SessionKey::Cookie {
+                            session: c.session,
+                            backend: topo.by_tag(c.tag),
+                        },
+                        false,
+                        app_cookie(),
+                    ),
+                    None => (SessionKey::NewCookie, seen, app_cookie()),
                 }
             }
-            AffinityMode::AppCookie => key(cookie_values(req.headers, &self.config.app_cookie)
-                .find(|v| !v.is_empty())
-                .map_or(SessionKey::None, SessionKey::Text)),
-            AffinityMode::Header => key(req
-                .headers
-                .get(&self.config.header)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map_or(SessionKey::None, SessionKey::Text)),
-            AffinityMode::Query => key(req
-                .query
-                .and_then(|q| query_value(q, &self.config.query_param))
-                .map_or(SessionKey::None, SessionKey::Text)),
-            AffinityMode::SourceIp => key(SessionKey::Source(client_ip(
-                req.peer,
-                req.headers,
-                &self.config.trusted_proxies,
-            ))),
-            AffinityMode::None => key(SessionKey::None),
+            AffinityMode::AppCookie => {
+                let id = app_cookie();
+                (id.map_or(SessionKey::None, SessionKey::Text), false, id)
+            }
+            AffinityMode::Header => {
+                let id = req
+                    .headers
+                    .get(&self.config.header)
+                    .map(|v| trim_bytes(v.as_bytes()))
+                    .filter(|v| !v.is_empty());
+                (id.map_or(SessionKey::None, SessionKey::Text), false, id)
+            }
+            AffinityMode::Query => {
+                let id = req
+                    .query
+                    .and_then(|q| query_value(q, &self.config.query_param))
+                    .map(str::as_bytes);
+                (id.map_or(SessionKey::None, SessionKey::Text), false, id)
+            }
+            AffinityMode::SourceIp => (
+                SessionKey::Source(client_ip(req.peer, req.headers, &self.config.trusted_proxies)),
+                false,
+                app_cookie(),
+            ),
+            AffinityMode::None => (SessionKey::None, false, None),
+        };
+        Extracted {
+            key,
+            forged,
+            app_session,
         }
     }
 }
 
+/// What a backend's response says about the application's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lesson<'a> {
+    /// A session with this id now lives on the backend that answered.
+    Bind(&'a [u8]),
+    /// The request's session ended (its cookie was deleted: a logout).
+    End,
+}
+
+/// What a response teaches in `mode`, read from its `Set-Cookie` headers for
+/// the application's cookie `app_cookie`; `None` when nothing is learned.
+pub fn lesson<'h>(mode: AffinityMode, headers: &'h HeaderMap, app_cookie: &str) -> Option<Lesson<'h>> {
+    if !mode.learns_app_sessions() {
+        return None;
+    }
+    match app_set_cookie(headers, app_cookie.as_bytes())? {
+        SetCookie::Set(id) => Some(Lesson::Bind(id)),
+        SetCookie::Deleted => Some(Lesson::End),
+    }
+}
+
+/// What a response's `Set-Cookie` headers say about one cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetCookie<'a> {
+    /// Set to this value.
+    Set(&'a [u8]),
+    /// Deleted (empty value, `Max-Age=0` or negative).
+    Deleted,
+}
+
+/// The last `Set-Cookie` for the cookie `name` in `headers`, read as bytes.
+pub fn app_set_cookie<'h>(headers: &'h HeaderMap, name: &[u8]) -> Option<SetCookie<'h>> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let mut parts = v.as_bytes().split(|&b| b == b';');
+            let first = parts.next()?;
+            let eq = first.iter().position(|&b| b == b'=')?;
+            if trim_bytes(&first[..eq]) != name {
+                return None;
+            }
+            let value = trim_bytes(&first[eq + 1..]);
+            let deleted = value.is_empty()
+                || parts.any(|a| {
+                    let a = trim_bytes(a);
+                    a.len() >= 8
+                        && a[..8].eq_ignore_ascii_case(b"max-age=")
+                        && matches!(trim_bytes(&a[8..]).first(), Some(b'0' | b'-'))
+                });
+            Some(if deleted {
+                SetCookie::Deleted
+            } else {
+                SetCookie::Set(value)
+            })
+        })
+        .next_back()
+}
+
 /// The values of every cookie called `name` in the request's `Cookie`
-/// headers, in order. Headers that are not text are skipped.
-pub fn cookie_values<'h, 'n>(headers: &'h HeaderMap, name: &'n str) -> impl Iterator<Item = &'h str> + use<'h, 'n> {
+/// headers, in order, read as bytes: a cookie with non-ASCII bytes elsewhere
+/// in the header does not hide the others. Surrounding quotes are removed.
+pub fn cookie_values<'h, 'n>(headers: &'h HeaderMap, name: &'n [u8]) -> impl Iterator<Item = &'h [u8]> + use<'h, 'n> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
         .filter_map(move |pair| {
-            let (n, v) = pair.split_once('=')?;
-            (n.trim() == name).then(|| {
-                let v = v.trim();
-                v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v)
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (trim_bytes(&pair[..eq]) == name).then(|| {
+                let v = trim_bytes(&pair[eq + 1..]);
+                v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v)
             })
         })
+}
+
+/// `s` without leading and trailing spaces and tabs.
+pub fn trim_bytes(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
 }
 
 /// The first non-empty value of `name` in a query string.
@@ -334,30 +451,49 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
+    use crate::testing::headers;
 
     #[test]
     fn cookie_values_handle_spacing_quotes_and_repeats() {
         let h = headers(&[("cookie", "a=1; session_id=\"abc\" ;b=2"), ("cookie", "session_id=def")]);
-        let got: Vec<&str> = cookie_values(&h, "session_id").collect();
-        assert_eq!(got, vec!["abc", "def"]);
-        assert_eq!(cookie_values(&h, "missing").count(), 0);
+        let got: Vec<&[u8]> = cookie_values(&h, b"session_id").collect();
+        assert_eq!(got, vec![b"abc".as_slice(), b"def"]);
+        assert_eq!(cookie_values(&h, b"missing").count(), 0);
     }
 
     #[test]
-    fn non_utf8_cookie_headers_are_skipped() {
+    fn a_non_ascii_cookie_hides_no_other() {
         let mut h = HeaderMap::new();
-        h.append(COOKIE, HeaderValue::from_bytes(b"session_id=\xff\xfe").unwrap());
-        h.append(COOKIE, HeaderValue::from_static("session_id=ok"));
-        assert_eq!(cookie_values(&h, "session_id").collect::<Vec<_>>(), vec!["ok"]);
+        h.append(
+            COOKIE,
+            http::HeaderValue::from_bytes("city=Zürich; session_id=ok".as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            cookie_values(&h, b"session_id").collect::<Vec<_>>(),
+            vec![b"ok".as_slice()]
+        );
+        assert_eq!(
+            cookie_values(&h, b"city").collect::<Vec<_>>(),
+            vec!["Zürich".as_bytes()]
+        );
+    }
+
+    #[test]
+    fn responses_teach_by_mode() {
+        let set = headers(&[
+            ("set-cookie", "theme=dark"),
+            ("set-cookie", "session_id=abc; Path=/; HttpOnly"),
+        ]);
+        for mode in AffinityMode::ALL {
+            let expected = (mode != AffinityMode::None).then_some(Lesson::Bind(b"abc"));
+            assert_eq!(lesson(mode, &set, "session_id"), expected, "{mode}");
+        }
+        let gone = headers(&[("set-cookie", "session_id=; Path=/; Max-Age=0")]);
+        assert_eq!(lesson(AffinityMode::SourceIp, &gone, "session_id"), Some(Lesson::End));
+        assert_eq!(lesson(AffinityMode::LbCookie, &set, "other"), None);
+        let aged = headers(&[("set-cookie", "session_id=x; max-age=-1")]);
+        assert_eq!(app_set_cookie(&aged, b"session_id"), Some(SetCookie::Deleted));
     }
 
     #[test]

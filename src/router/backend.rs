@@ -6,12 +6,13 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::RouterError;
+use super::hash::KeyDomain;
 
 /// Weights a backend may have; a weight scales its virtual nodes.
 pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=100;
 
 /// Longest backend name accepted.
-pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_NAME_LEN: usize = 32;
 
 /// A backend's stable identity inside one router: an index that is never
 /// reused for another name, so sessions can hold it across topology changes.
@@ -37,16 +38,20 @@ pub enum BackendState {
     Draining,
     /// Stopped by the operator: takes nothing; its sessions are reassigned.
     Killed,
+    /// A drain that ended: out of the pool (no sessions, no new ones) until
+    /// undrained or revived; health checks keep watching it.
+    Drained,
     /// Taken out of the ring for good; its name may be added again later.
     Removed,
 }
 
 impl BackendState {
     /// All states, in display order.
-    pub const ALL: [BackendState; 5] = [
+    pub const ALL: [BackendState; 6] = [
         BackendState::Up,
         BackendState::Down,
         BackendState::Draining,
+        BackendState::Drained,
         BackendState::Killed,
         BackendState::Removed,
     ];
@@ -67,6 +72,7 @@ impl BackendState {
             BackendState::Up => "up",
             BackendState::Down => "down",
             BackendState::Draining => "draining",
+            BackendState::Drained => "drained",
             BackendState::Killed => "killed",
             BackendState::Removed => "removed",
         }
@@ -91,11 +97,16 @@ pub struct BackendSpec {
 }
 
 impl BackendSpec {
-    /// A validated spec: the name is 1–64 characters of `[A-Za-z0-9._-]`
-    /// and the weight is within [`WEIGHT_RANGE`].
+    /// A validated spec: the name is `[A-Za-z0-9][A-Za-z0-9._-]{0,31}`, the
+    /// port is not 0 and the weight is within [`WEIGHT_RANGE`].
     pub fn new(name: &str, addr: SocketAddr, weight: u32) -> Result<Self, RouterError> {
         validate_name(name)?;
         validate_weight(weight)?;
+        if addr.port() == 0 {
+            return Err(RouterError::BadSpec(format!(
+                "{addr}: port 0 is not a backend; use 1-65535"
+            )));
+        }
         Ok(BackendSpec {
             name: name.to_owned(),
             addr,
@@ -126,10 +137,11 @@ impl FromStr for BackendSpec {
     }
 }
 
-/// Checks a backend name: 1–64 characters of `[A-Za-z0-9._-]`.
+/// Checks a backend name: `[A-Za-z0-9][A-Za-z0-9._-]{0,31}` — so `.`, `..`
+/// and `-` are not names, and every name is safe in a URL path.
 pub fn validate_name(name: &str) -> Result<(), RouterError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
+    let ok = name.len() <= MAX_NAME_LEN
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -184,8 +196,9 @@ pub struct BackendCounters {
     pub active: AtomicU64,
     /// Requests routed here since it was added.
     pub requests: AtomicU64,
-    /// Live sessions held by this backend: O(1) to read.
-    pub sessions: AtomicU64,
+    /// Live sessions held by this backend in each session table (by
+    /// [`KeyDomain`]): O(1) to read.
+    pub sessions: [AtomicU64; KeyDomain::COUNT],
 }
 
 impl BackendCounters {
@@ -194,9 +207,14 @@ impl BackendCounters {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Live sessions now.
-    pub fn sessions(&self) -> u64 {
-        self.sessions.load(Ordering::Relaxed)
+    /// Live sessions now in the table of `domain`.
+    pub fn sessions(&self, domain: KeyDomain) -> u64 {
+        self.sessions[domain.index()].load(Ordering::Relaxed)
+    }
+
+    /// Live sessions now in every table.
+    pub fn all_sessions(&self) -> u64 {
+        self.sessions.iter().map(|s| s.load(Ordering::Relaxed)).sum()
     }
 
     /// Requests routed so far.

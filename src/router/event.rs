@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use super::backend::BackendState;
 use super::remap::RemapSummary;
-use super::session::KeyLabel;
+use super::session::SessionName;
 use super::{BackendId, Timestamp};
 
 /// How a request found its backend.
@@ -19,6 +19,8 @@ pub enum Via {
     Placement,
     /// The session's backend had left; it was moved.
     Reassignment,
+    /// A new session placed where the client's application session lives.
+    AppSession,
 }
 
 /// Why a session left the table.
@@ -38,8 +40,8 @@ pub enum SessionEnd {
 pub enum Event {
     /// A request was routed.
     Routed {
-        /// The affinity key, shortened (empty when there was none).
-        key: KeyLabel,
+        /// The session, when the request had one.
+        session: Option<SessionName>,
         /// The key's ring position.
         position: u32,
         /// Where it went.
@@ -51,15 +53,15 @@ pub enum Event {
     },
     /// A session was created.
     SessionCreated {
-        /// The key, shortened.
-        key: KeyLabel,
+        /// The session.
+        session: SessionName,
         /// Its backend.
         backend: BackendId,
     },
     /// A session left the table.
     SessionEnded {
-        /// The key, shortened.
-        key: KeyLabel,
+        /// The session.
+        session: SessionName,
         /// Its backend.
         backend: BackendId,
         /// Why.
@@ -67,8 +69,8 @@ pub enum Event {
     },
     /// A session was moved because its backend left.
     SessionReassigned {
-        /// The key, shortened.
-        key: KeyLabel,
+        /// The session.
+        session: SessionName,
         /// The backend it left.
         from: BackendId,
         /// The backend it has now.

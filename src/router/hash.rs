@@ -51,6 +51,28 @@ pub enum KeyDomain {
     Cookie = 3,
 }
 
+impl KeyDomain {
+    /// How many domains there are (one session table each).
+    pub const COUNT: usize = 3;
+
+    /// Every domain, in table order.
+    pub const ALL: [KeyDomain; KeyDomain::COUNT] = [KeyDomain::Text, KeyDomain::Ip, KeyDomain::Cookie];
+
+    /// The index of its session table.
+    pub fn index(self) -> usize {
+        self as usize - 1
+    }
+
+    /// Its sessions, in words: `application sessions`.
+    pub fn sessions_noun(self) -> &'static str {
+        match self {
+            KeyDomain::Text => "application sessions",
+            KeyDomain::Ip => "client-address sessions",
+            KeyDomain::Cookie => "balancer-cookie sessions",
+        }
+    }
+}
+
 impl Fingerprinter {
     /// A fingerprinter keyed with `secret`.
     pub fn new(secret: u64) -> Self {

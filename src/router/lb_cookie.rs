@@ -18,13 +18,13 @@ use std::fmt;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
-use aes_gcm::aead::AeadInPlace;
+use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::{AeadInPlace, OsRng};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use cookie::Key;
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use sha2::Sha256;
 
 use super::backend::{Backend, backend_tag};
@@ -191,7 +191,7 @@ impl CookieCodec {
         let mut sealed = [0u8; NONCE_LEN + CLAIM_LEN + TAG_LEN];
         let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
         let (text, tag) = rest.split_at_mut(CLAIM_LEN);
-        rand::thread_rng().fill_bytes(nonce);
+        fresh_nonce(nonce);
         text.copy_from_slice(claim);
         let sealed_tag = self
             .cipher
@@ -242,6 +242,33 @@ impl CookieCodec {
             Protection::Plain => parse_plaintext(value, true),
         }
     }
+}
+
+/// Nonces drawn from the OS at a time, per thread: one `getrandom` call
+/// serves this many new cookies.
+const NONCES_PER_DRAW: usize = 64;
+
+thread_local! {
+    static NONCES: std::cell::RefCell<([u8; NONCE_LEN * NONCES_PER_DRAW], usize)> =
+        const { std::cell::RefCell::new(([0; NONCE_LEN * NONCES_PER_DRAW], NONCES_PER_DRAW)) };
+}
+
+/// Fills `nonce` with fresh random bytes from the OS generator, drawn in
+/// batches so that sealing a cookie costs no system call most of the time.
+fn fresh_nonce(nonce: &mut [u8]) {
+    NONCES.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (pool, used) = &mut *guard;
+        if *used == NONCES_PER_DRAW {
+            OsRng.fill_bytes(pool);
+            *used = 0;
+        }
+        let at = *used * NONCE_LEN;
+        nonce.copy_from_slice(&pool[at..at + NONCE_LEN]);
+        // A nonce is used once: wipe it from the pool.
+        pool[at..at + NONCE_LEN].fill(0);
+        *used += 1;
+    });
 }
 
 /// Parses `"<16 hex>.<8 hex>"`, or `"<16 hex>.<name>"` when `named`.

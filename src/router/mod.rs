@@ -1,5 +1,5 @@
 //! The Router: ringside's I/O-free brain. Backends and their states, the
-//! hash ring, placements, affinity keys, the session table and remap
+//! hash ring, placements, affinity policy, the session tables and remap
 //! accounting. It has no clock (time is passed in) and does no I/O, so the
 //! proxy, the simulator and the experiments share it and tests drive it
 //! deterministically.
@@ -7,16 +7,24 @@
 //! Requests read an immutable [`Topology`] snapshot without locks and lock
 //! one session-table shard for a few hundred nanoseconds; topology changes
 //! are serialized and publish a new snapshot atomically.
+//!
+//! Files: routing in `route`, topology changes in `changes`, what other
+//! balancers taught through the session store in `sync`, the bookkeeping
+//! every session change shares in `session` and `ledger`.
 
 pub mod affinity;
 pub mod backend;
+mod changes;
 pub mod event;
 pub mod hash;
 pub mod lb_cookie;
+pub mod ledger;
 pub mod placement;
 pub mod remap;
 pub mod ring;
+mod route;
 pub mod session;
+mod sync;
 pub mod topology;
 
 use std::net::IpAddr;
@@ -27,16 +35,25 @@ use arc_swap::ArcSwap;
 
 pub use backend::{Backend, BackendId, BackendSpec, BackendState};
 pub use event::{Event, EventSink, NullSink, SessionEnd, Via};
+pub use hash::KeyDomain;
 pub use placement::Placement;
 pub use remap::{ChangeKind, RemapSummary};
 pub use ring::{Ring, VnodeHash};
-pub use session::{KeyLabel, SessionInfo, SessionTable};
+pub use session::{SessionInfo, SessionName, SessionTable};
 pub use topology::Topology;
 
-use hash::{Fingerprinter, KeyDomain};
+use affinity::{Affinity, AffinityConfig, AffinityMode, RequestView};
+use hash::Fingerprinter;
+use lb_cookie::{CookieCodec, Protection};
+use ledger::Ledger;
 use placement::Placer;
-use session::Lookup;
-use topology::TopologyDraft;
+
+/// The most backends a router holds at once (removed ones aside).
+pub const MAX_BACKENDS: usize = 256;
+
+/// The most virtual nodes the ring holds: beyond this a change is refused
+/// (each costs memory and rebuild time on every topology change).
+pub const MAX_VNODES: usize = 1_000_000;
 
 /// Router time: milliseconds since an epoch the caller chooses (the proxy
 /// uses its start; the simulator starts at zero and advances on request).
@@ -58,13 +75,13 @@ impl Timestamp {
 /// Errors from the router: each says what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouterError {
-    /// A backend name that is empty, too long or has other characters.
-    #[error("bad backend name {0:?}: use 1-64 characters of letters, digits, '.', '_' or '-'")]
+    /// A backend name that is not `[A-Za-z0-9][A-Za-z0-9._-]{0,31}`.
+    #[error("bad backend name {0:?}: use 1-32 letters, digits, '.', '_' or '-', starting with a letter or digit")]
     BadName(String),
     /// A weight outside 1–100.
     #[error("bad weight {0:?}: use a whole number from 1 to 100")]
     BadWeight(String),
-    /// A `--backend` value that does not parse.
+    /// A `--backend` value that does not parse, or an unusable address.
     #[error("bad backend {0}")]
     BadSpec(String),
     /// A name that is already in use.
@@ -73,6 +90,14 @@ pub enum RouterError {
     /// No backend has that name.
     #[error("no backend named {0:?}")]
     UnknownBackend(String),
+    /// The router holds [`MAX_BACKENDS`] already.
+    #[error("there are {MAX_BACKENDS} backends already, the most ringside holds: remove one first")]
+    TooManyBackends,
+    /// The change would put more than [`MAX_VNODES`] on the ring.
+    #[error(
+        "the ring would hold {0} virtual nodes, more than the {MAX_VNODES} ringside allows: lower the weight or the vnodes"
+    )]
+    TooManyVnodes(usize),
     /// Nothing can take the request.
     #[error("no backend is available")]
     NoBackend,
@@ -80,23 +105,34 @@ pub enum RouterError {
     /// session store, then route again.
     #[error("the session is not in the local table")]
     NotCached {
+        /// The key's domain.
+        domain: KeyDomain,
         /// The key's fingerprint.
         fingerprint: u64,
     },
 }
 
 /// Told of the session-table changes that other balancers must learn, to
-/// share the table through a session store. Called under a shard lock:
+/// share the tables through a session store. Called under a shard lock:
 /// implementations only record and return.
 pub trait SessionMirror: Send + Sync {
     /// The session `fingerprint` was stored on `backend`: created, or still
     /// in use (then at most a few times per idle timeout).
-    fn stored(&self, fingerprint: u64, position: u32, backend: BackendId);
+    fn stored(&self, domain: KeyDomain, fingerprint: u64, position: u32, backend: BackendId);
     /// The session moved to `backend` (its backend left, a redispatch, or
     /// the application moved it).
-    fn moved(&self, fingerprint: u64, position: u32, backend: BackendId);
+    fn moved(&self, domain: KeyDomain, fingerprint: u64, position: u32, backend: BackendId);
     /// The session ended on purpose (logout).
-    fn ended(&self, fingerprint: u64);
+    fn ended(&self, domain: KeyDomain, fingerprint: u64);
+}
+
+/// The session store a router mirrors its tables to, and the secret every
+/// balancer sharing it keys fingerprints with.
+pub struct Mirror<'a> {
+    /// The shared cookie secret.
+    pub shared_secret: &'a [u8],
+    /// Where changes go.
+    pub sink: Arc<dyn SessionMirror>,
 }
 
 /// Router settings.
@@ -112,7 +148,7 @@ pub struct RouterConfig {
     pub bound_factor: f64,
     /// Sessions idle this long expire.
     pub idle_timeout_secs: u32,
-    /// The most sessions kept; the least recently used go first.
+    /// The most sessions kept per table; the least recently used go first.
     pub max_sessions: usize,
     /// Seeds session ids, p2c's choices and fingerprints; `None` picks one at random.
     pub seed: Option<u64>,
@@ -138,7 +174,7 @@ pub enum SessionKey<'a> {
     /// No key: placed afresh, no session kept (affinity `none`).
     None,
     /// An application session id (cookie, header or query parameter).
-    Text(&'a str),
+    Text(&'a [u8]),
     /// The client address (affinity `source-ip`).
     Source(IpAddr),
     /// A verified balancer cookie: its session id and the backend it named.
@@ -150,6 +186,29 @@ pub enum SessionKey<'a> {
     },
     /// Balancer-cookie mode without a valid cookie: start a new session.
     NewCookie,
+}
+
+impl SessionKey<'_> {
+    /// The table its session lives in; `None` for keyless requests.
+    pub fn domain(&self) -> Option<KeyDomain> {
+        match self {
+            SessionKey::Text(_) => Some(KeyDomain::Text),
+            SessionKey::Source(_) => Some(KeyDomain::Ip),
+            SessionKey::Cookie { .. } | SessionKey::NewCookie => Some(KeyDomain::Cookie),
+            SessionKey::None => None,
+        }
+    }
+}
+
+/// A request as the router reads it: its key, and the fingerprint of the
+/// application session it carries (to follow a logout, or to place a new
+/// session where the user is already logged in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestKey<'a> {
+    /// What it routes by.
+    pub key: SessionKey<'a>,
+    /// The application session's fingerprint, when the request carries one.
+    pub app_session: Option<u64>,
 }
 
 /// How the session fared on this request.
@@ -187,6 +246,16 @@ pub struct Route {
     pub set_cookie: bool,
     /// The session's fingerprint, when there is a session.
     pub fingerprint: Option<u64>,
+    /// The table of the session, when there is one.
+    pub domain: Option<KeyDomain>,
+}
+
+impl Route {
+    /// True when the response creates or moves the session (a cache must not
+    /// keep it: the cookie it carries is one client's).
+    pub fn changes_session(&self) -> bool {
+        matches!(self.outcome, Outcome::Created | Outcome::Reassigned { .. }) || self.set_cookie
+    }
 }
 
 /// Router-wide counters.
@@ -222,14 +291,10 @@ fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-fn dec(c: &AtomicU64) {
-    c.fetch_sub(1, Ordering::Relaxed);
-}
-
 /// A plain copy of [`RouterStats`].
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct StatsSnapshot {
-    /// Live sessions.
+    /// Live sessions (of the table in force).
     pub sessions: u64,
     /// Sessions created.
     pub created: u64,
@@ -251,6 +316,41 @@ pub struct StatsSnapshot {
     pub unroutable: u64,
 }
 
+/// What an affinity switch did to the session tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AffinitySwitch {
+    /// The mode before.
+    pub from: AffinityMode,
+    /// The mode now.
+    pub to: AffinityMode,
+    /// Sessions that route from now on (the new mode's table).
+    pub kept: u64,
+    /// Sessions of the old mode's table, kept aside (they route again if
+    /// the mode comes back, until they expire).
+    pub aside: u64,
+}
+
+impl std::fmt::Display for AffinitySwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "affinity is now {}", self.to)?;
+        match self.to.domain() {
+            Some(d) => write!(f, ": the {} {} known route from now on", self.kept, d.sessions_noun())?,
+            None => f.write_str(": every request is placed afresh, no session is kept")?,
+        }
+        if let Some(d) = self.from.domain()
+            && self.from.domain() != self.to.domain()
+        {
+            write!(
+                f,
+                "; {} {} are kept aside (they route again if you switch back)",
+                self.aside,
+                d.sessions_noun()
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The router. Share it behind an `Arc`; every method takes `&self`.
 pub struct Router {
     config: RouterConfig,
@@ -260,53 +360,58 @@ pub struct Router {
     /// Serializes topology changes (never held by requests).
     changes: Mutex<u64>,
     placer: Placer,
-    sessions: SessionTable,
+    /// One table per [`KeyDomain`], by [`KeyDomain::index`].
+    tables: [SessionTable; KeyDomain::COUNT],
     fingerprinter: Fingerprinter,
-    stats: RouterStats,
-    events: Arc<dyn EventSink>,
-    mirror: Option<Arc<dyn SessionMirror>>,
+    ledger: Arc<Ledger>,
+    affinity: Affinity,
 }
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
             .field("config", &self.config)
-            .field("sessions", &self.sessions.len())
+            .field("affinity", &self.affinity.mode())
             .finish_non_exhaustive()
     }
 }
 
 impl Router {
-    /// A router with no backends that sends events to `events`.
+    /// A router with no backends that sends events to `events`, in the
+    /// default affinity mode (`lb-cookie`) with a random cookie key.
     pub fn new(config: RouterConfig, events: Arc<dyn EventSink>) -> Self {
+        let codec = CookieCodec::new(lb_cookie::DEFAULT_COOKIE_NAME, Protection::Private, None)
+            .expect("a generated key is long enough");
+        Router::build(config, events, Affinity::new(AffinityConfig::default(), codec), None)
+    }
+
+    /// A router reading keys with `affinity`; with `mirror`, its tables are
+    /// mirrored to a session store and fingerprints are keyed by the shared
+    /// secret, so that every balancer sharing it agrees on them.
+    pub fn build(
+        config: RouterConfig,
+        events: Arc<dyn EventSink>,
+        affinity: Affinity,
+        mirror: Option<Mirror<'_>>,
+    ) -> Self {
         let seed = config.seed.unwrap_or_else(|| fastrand::u64(..));
+        let fingerprinter = match &mirror {
+            Some(m) => Fingerprinter::from_shared_secret(m.shared_secret),
+            None => Fingerprinter::new(hash::mix64(seed ^ 0x6a09_e667_f3bc_c908)),
+        };
+        let ledger = Arc::new(Ledger::new(events, mirror.map(|m| m.sink)));
+        ledger.set_active(affinity.mode().domain());
+        let table = |d| SessionTable::new(d, config.max_sessions, config.idle_timeout_secs, Arc::clone(&ledger));
         Router {
             placer: Placer::new(config.placement, config.bound_factor, seed),
-            sessions: SessionTable::new(config.max_sessions, config.idle_timeout_secs),
-            fingerprinter: Fingerprinter::new(hash::mix64(seed ^ 0x6a09_e667_f3bc_c908)),
+            tables: KeyDomain::ALL.map(table),
+            fingerprinter,
             topology: ArcSwap::from_pointee(Topology::default()),
             vnodes: std::sync::atomic::AtomicU32::new(config.vnodes_per_weight),
             changes: Mutex::new(0),
-            stats: RouterStats::default(),
-            events,
-            mirror: None,
+            ledger,
+            affinity,
             config,
-        }
-    }
-
-    /// A router whose session table is mirrored to `mirror`, fingerprinting
-    /// keys with `shared_secret` so that every balancer sharing it agrees on
-    /// them.
-    pub fn mirrored(
-        config: RouterConfig,
-        events: Arc<dyn EventSink>,
-        shared_secret: &[u8],
-        mirror: Arc<dyn SessionMirror>,
-    ) -> Self {
-        Router {
-            fingerprinter: Fingerprinter::from_shared_secret(shared_secret),
-            mirror: Some(mirror),
-            ..Router::new(config, events)
         }
     }
 
@@ -320,21 +425,36 @@ impl Router {
         self.topology.load_full()
     }
 
-    /// The session table.
-    pub fn sessions(&self) -> &SessionTable {
-        &self.sessions
+    /// The table whose sessions route now; `None` in affinity `none`.
+    pub fn sessions(&self) -> Option<&SessionTable> {
+        self.ledger.active().map(|d| self.table(d))
+    }
+
+    /// Live sessions that route now.
+    pub fn session_count(&self) -> u64 {
+        self.sessions().map_or(0, SessionTable::len)
+    }
+
+    /// The table of `domain`.
+    pub fn table(&self, domain: KeyDomain) -> &SessionTable {
+        &self.tables[domain.index()]
+    }
+
+    /// Live sessions on `backend` that route now.
+    pub fn sessions_on(&self, backend: &Backend) -> u64 {
+        self.ledger.active().map_or(0, |d| backend.counters.sessions(d))
     }
 
     /// The counters.
     pub fn stats(&self) -> &RouterStats {
-        &self.stats
+        &self.ledger.stats
     }
 
     /// A copy of the counters.
     pub fn stats_snapshot(&self) -> StatsSnapshot {
-        let s = &self.stats;
+        let s = &self.ledger.stats;
         StatsSnapshot {
-            sessions: self.sessions.len(),
+            sessions: self.session_count(),
             created: get(&s.created),
             expired: get(&s.expired),
             evicted: get(&s.evicted),
@@ -345,6 +465,16 @@ impl Router {
             routed: get(&s.routed),
             unroutable: get(&s.unroutable),
         }
+    }
+
+    /// The last topology change's summary.
+    pub fn last_remap(&self) -> Option<RemapSummary> {
+        self.ledger
+            .stats
+            .last_remap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The placement in force.
@@ -360,7 +490,12 @@ impl Router {
     /// Where the placement in force would put a new key at `position` now,
     /// without storing a session (for experiments and benchmarks).
     pub fn place(&self, position: u32) -> Option<BackendId> {
-        self.placer.place(&self.topology.load(), position, self.sessions.len())
+        self.placer.place(
+            &self.topology.load(),
+            position,
+            self.ledger.active(),
+            self.session_count(),
+        )
     }
 
     /// A fresh random 64-bit value (session ids).
@@ -368,607 +503,91 @@ impl Router {
         self.placer.random()
     }
 
+    /// The affinity extractor and the mode in force.
+    pub fn affinity(&self) -> &Affinity {
+        &self.affinity
+    }
+
+    /// Switches the affinity mode: the table of the new mode's keys routes
+    /// from now on; the old one is kept aside, uncounted, until it expires.
+    pub fn set_affinity(&self, mode: AffinityMode) -> AffinitySwitch {
+        let from = self.affinity.mode();
+        self.affinity.set_mode(mode);
+        self.ledger.set_active(mode.domain());
+        AffinitySwitch {
+            from,
+            to: mode,
+            kept: mode.domain().map_or(0, |d| self.table(d).len()),
+            aside: from.domain().map_or(0, |d| self.table(d).len()),
+        }
+    }
+
+    /// Reads a request's key under the mode in force; a balancer cookie that
+    /// fails verification is counted as forged.
+    pub fn read_request<'a>(&self, view: &RequestView<'a>) -> RequestKey<'a> {
+        let x = self.affinity.extract(view, &self.topology.load());
+        if x.forged {
+            self.note_forged_cookie();
+        }
+        RequestKey {
+            key: x.key,
+            app_session: x
+                .app_session
+                .map(|id| self.fingerprinter.fingerprint(KeyDomain::Text, id)),
+        }
+    }
+
     /// Counts a balancer cookie that failed verification.
     pub fn note_forged_cookie(&self) {
-        inc(&self.stats.forged_cookies);
-        self.events.emit(Event::ForgedCookie);
+        inc(&self.ledger.stats.forged_cookies);
+        self.ledger.events.emit(Event::ForgedCookie);
     }
 
-    /// Routes one request by `key` at time `now`.
-    pub fn route(&self, key: SessionKey<'_>, now: Timestamp) -> Result<Route, RouterError> {
-        self.route_or_miss(key, now, true)
-    }
-
-    /// Like [`Router::route`], but a key with no session in the local table
-    /// is not placed: the answer is [`RouterError::NotCached`], so the caller
-    /// can ask the session store first. New balancer-cookie sessions are
-    /// placed as usual.
-    pub fn route_cached(&self, key: SessionKey<'_>, now: Timestamp) -> Result<Route, RouterError> {
-        self.route_or_miss(key, now, false)
-    }
-
-    fn route_or_miss(&self, key: SessionKey<'_>, now: Timestamp, place_missing: bool) -> Result<Route, RouterError> {
-        let topo = self.topology.load();
-        let result = self.route_in(&topo, key, now, place_missing);
-        match &result {
-            Ok(r) => {
-                inc(&self.stats.routed);
-                r.backend.counters.requests.fetch_add(1, Ordering::Relaxed);
-                if self.events.wants_routed() {
-                    self.events.emit(Event::Routed {
-                        key: label_of(key, r.session_id),
-                        position: r.position,
-                        backend: r.backend.id,
-                        via: r.via,
-                        at: now,
-                    });
-                }
-            }
-            Err(RouterError::NotCached { .. }) => {}
-            Err(_) => inc(&self.stats.unroutable),
-        }
-        result
-    }
-
-    fn route_in(
-        &self,
-        topo: &Topology,
-        key: SessionKey<'_>,
-        now: Timestamp,
-        place_missing: bool,
-    ) -> Result<Route, RouterError> {
+    /// The fingerprint of `key` (as the tables and the store know it).
+    pub fn fingerprint(&self, key: SessionKey<'_>) -> Option<u64> {
         let mut buf = [0u8; 16];
-        let (session_id, claim) = match key {
-            SessionKey::None => {
-                let position = self.placer.random() as u32;
-                let id = self
-                    .placer
-                    .place(topo, position, self.sessions.len())
-                    .ok_or(RouterError::NoBackend)?;
-                return Ok(Route {
-                    backend: Arc::clone(topo.backend(id)),
-                    via: Via::Placement,
-                    outcome: Outcome::Stateless,
-                    position,
-                    session_id: None,
-                    set_cookie: false,
-                    fingerprint: None,
-                });
-            }
-            SessionKey::Cookie { session, backend } => (Some(session), backend),
-            SessionKey::NewCookie => (Some(self.placer.random()), None),
-            SessionKey::Text(_) | SessionKey::Source(_) => (None, None),
-        };
-        // A new balancer-cookie session cannot be in the table yet.
-        let fresh = matches!(key, SessionKey::NewCookie);
-        let key = match (key, session_id) {
-            (SessionKey::NewCookie, Some(session)) => SessionKey::Cookie { session, backend: None },
-            _ => key,
-        };
-        let (domain, bytes) = key_material(key, &mut buf).ok_or(RouterError::NoBackend)?;
-        let position = hash::key_position(bytes);
-        let fingerprint = self.fingerprinter.fingerprint(domain, bytes);
-        let now_s = now.secs();
-        let route = |id: BackendId, via: Via, outcome: Outcome| {
-            let set_cookie = session_id.is_some()
-                && (matches!(outcome, Outcome::Created | Outcome::Reassigned { .. }) || claim != Some(id));
-            Route {
-                backend: Arc::clone(topo.backend(id)),
-                via,
-                outcome,
-                position,
-                session_id,
-                set_cookie,
-                fingerprint: Some(fingerprint),
-            }
-        };
-
-        let mut shard = self.sessions.shard_for(fingerprint);
-        let lookup = if fresh {
-            Lookup::Missing
-        } else {
-            shard.lookup(fingerprint, now_s, self.sessions.idle_secs())
-        };
-        match lookup {
-            Lookup::Live {
-                backend,
-                moved_from,
-                last_seen,
-            } if topo.state(backend).keeps_sessions() => {
-                if let Some(mirror) = &self.mirror
-                    && self.refresh_due(last_seen, now_s)
-                {
-                    mirror.stored(fingerprint, position, backend);
-                }
-                return Ok(match moved_from {
-                    Some(from) => route(backend, Via::Reassignment, Outcome::Reassigned { from: Some(from) }),
-                    None => route(backend, Via::Table, Outcome::Kept),
-                });
-            }
-            Lookup::Live { backend, .. } => {
-                // Its backend left after the last sweep of reassignments.
-                let to = topo.ring_owner(position).ok_or(RouterError::NoBackend)?;
-                if let Some(info) = shard.reassign(fingerprint, to, false) {
-                    self.count_move(topo, &info, to);
-                }
-                return Ok(route(
-                    to,
-                    Via::Reassignment,
-                    Outcome::Reassigned { from: Some(backend) },
-                ));
-            }
-            Lookup::Expired(info) => self.count_end(topo, &info, SessionEnd::Expired),
-            Lookup::Missing => {}
-        }
-        if !place_missing && !fresh {
-            return Err(RouterError::NotCached { fingerprint });
-        }
-
-        let (to, via, outcome) = match claim {
-            Some(b) if topo.state(b).keeps_sessions() => (b, Via::Cookie, Outcome::Adopted),
-            Some(b) => {
-                let to = self
-                    .placer
-                    .place(topo, position, self.sessions.len())
-                    .ok_or(RouterError::NoBackend)?;
-                (to, Via::Reassignment, Outcome::Reassigned { from: Some(b) })
-            }
-            None => {
-                let to = self
-                    .placer
-                    .place(topo, position, self.sessions.len())
-                    .ok_or(RouterError::NoBackend)?;
-                (to, Via::Placement, Outcome::Created)
-            }
-        };
-        let label = label_of(key, session_id);
-        if let Some(evicted) = shard.insert(fingerprint, position, to, label, now_s, self.sessions.is_full()) {
-            self.count_end(topo, &evicted, SessionEnd::Evicted);
-        }
-        if let Some(mirror) = &self.mirror {
-            match outcome {
-                Outcome::Reassigned { .. } => mirror.moved(fingerprint, position, to),
-                _ => mirror.stored(fingerprint, position, to),
-            }
-        }
-        drop(shard);
-        self.sessions.add_len(1);
-        topo.backend(to).counters.sessions.fetch_add(1, Ordering::Relaxed);
-        match outcome {
-            Outcome::Created => {
-                inc(&self.stats.created);
-                self.events.emit(Event::SessionCreated {
-                    key: label,
-                    backend: to,
-                });
-            }
-            Outcome::Reassigned { from: Some(from) } => {
-                inc(&self.stats.reassigned);
-                self.events.emit(Event::SessionReassigned { key: label, from, to });
-            }
-            _ => {}
-        }
-        Ok(route(to, via, outcome))
+        let (domain, bytes) = route::key_material(key, &mut buf)?;
+        Some(self.fingerprinter.fingerprint(domain, bytes))
     }
 
-    fn count_end(&self, topo: &Topology, info: &SessionInfo, reason: SessionEnd) {
-        self.sessions.add_len(-1);
-        dec(&topo.backend(info.backend).counters.sessions);
-        inc(match reason {
-            SessionEnd::Expired => &self.stats.expired,
-            SessionEnd::Evicted => &self.stats.evicted,
-            SessionEnd::Ended => &self.stats.ended,
-        });
-        self.events.emit(Event::SessionEnded {
-            key: info.label,
-            backend: info.backend,
-            reason,
-        });
-    }
-
-    /// Counts a move of session `before` to `to`, and tells the mirror.
-    fn count_move(&self, topo: &Topology, before: &SessionInfo, to: BackendId) {
-        self.count_move_quietly(topo, before, to);
-        inc(&self.stats.reassigned);
-        if let Some(mirror) = &self.mirror {
-            mirror.moved(before.fingerprint, before.position, to);
-        }
-    }
-
-    fn count_move_quietly(&self, topo: &Topology, before: &SessionInfo, to: BackendId) {
-        dec(&topo.backend(before.backend).counters.sessions);
-        topo.backend(to).counters.sessions.fetch_add(1, Ordering::Relaxed);
-        self.events.emit(Event::SessionReassigned {
-            key: before.label,
-            from: before.backend,
-            to,
-        });
-    }
-
-    /// A session in use is re-announced to the mirror when its last request
-    /// was in an earlier quarter of the idle timeout, so the store's expiry
-    /// keeps pace with traffic at a few writes per session per timeout.
-    fn refresh_due(&self, last_seen: u32, now: u32) -> bool {
-        let quarter = (self.sessions.idle_secs() / 4).max(1);
-        last_seen / quarter != now / quarter
-    }
-
-    /// Redispatch: `route.backend` could not be reached. Sends the request,
-    /// and moves its session, to the next backend clockwise from its key that
-    /// takes new sessions and is not in `avoid` (the backends already tried).
-    pub fn redispatch(&self, route: &Route, avoid: &[BackendId], now: Timestamp) -> Result<Route, RouterError> {
+    /// Forgets every session of every table, the counters and the last
+    /// remap (a lesson starts afresh; the topology stays). Returns how many
+    /// sessions were forgotten.
+    pub fn clear_sessions(&self) -> u64 {
         let topo = self.topology.load();
-        let to = topo
-            .ring()
-            .lookup(route.position, |id| {
-                topo.state(id).takes_new_sessions() && id != route.backend.id && !avoid.contains(&id)
-            })
-            .map(|v| v.owner)
-            .ok_or(RouterError::NoBackend)?;
-        if let Some(fingerprint) = route.fingerprint {
-            let moved = self.sessions.shard_for(fingerprint).reassign(fingerprint, to, false);
-            if let Some(info) = moved {
-                self.count_move(&topo, &info, to);
-            }
+        let n = self.tables.iter().map(|t| t.clear(&topo)).sum();
+        let s = &self.ledger.stats;
+        for c in [
+            &s.created,
+            &s.expired,
+            &s.evicted,
+            &s.ended,
+            &s.reassigned,
+            &s.forged_cookies,
+            &s.synced,
+            &s.routed,
+            &s.unroutable,
+        ] {
+            c.store(0, Ordering::Relaxed);
         }
-        let backend = Arc::clone(topo.backend(to));
-        backend.counters.requests.fetch_add(1, Ordering::Relaxed);
-        if self.events.wants_routed() {
-            self.events.emit(Event::Routed {
-                key: label_of(SessionKey::None, route.session_id),
-                position: route.position,
-                backend: to,
-                via: Via::Reassignment,
-                at: now,
-            });
+        for b in topo.members() {
+            b.counters.requests.store(0, Ordering::Relaxed);
         }
-        Ok(Route {
-            backend,
-            via: Via::Reassignment,
-            outcome: Outcome::Reassigned {
-                from: Some(route.backend.id),
-            },
-            position: route.position,
-            session_id: route.session_id,
-            set_cookie: route.session_id.is_some(),
-            fingerprint: route.fingerprint,
-        })
+        *self.ledger.stats.last_remap.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        n
     }
 
-    /// Binds `key` to `backend`, as when a response sets the application's
-    /// session cookie: a new session, or a session moved to where the
-    /// application now keeps it. Returns whether the table changed.
-    pub fn bind(&self, key: SessionKey<'_>, backend: BackendId, now: Timestamp) -> bool {
-        let topo = self.topology.load();
-        if !topo.state(backend).keeps_sessions() {
-            return false;
-        }
-        let mut buf = [0u8; 16];
-        let Some((domain, bytes)) = key_material(key, &mut buf) else {
-            return false;
-        };
-        let fingerprint = self.fingerprinter.fingerprint(domain, bytes);
-        let position = hash::key_position(bytes);
-        let label = label_of(key, None);
-        let mut shard = self.sessions.shard_for(fingerprint);
-        match shard.lookup(fingerprint, now.secs(), self.sessions.idle_secs()) {
-            Lookup::Live { backend: current, .. } if current == backend => false,
-            Lookup::Live { .. } => {
-                if let Some(info) = shard.reassign(fingerprint, backend, false) {
-                    self.count_move(&topo, &info, backend);
-                }
-                true
-            }
-            lookup => {
-                if let Lookup::Expired(info) = lookup {
-                    self.count_end(&topo, &info, SessionEnd::Expired);
-                }
-                if let Some(evicted) = shard.insert(
-                    fingerprint,
-                    position,
-                    backend,
-                    label,
-                    now.secs(),
-                    self.sessions.is_full(),
-                ) {
-                    self.count_end(&topo, &evicted, SessionEnd::Evicted);
-                }
-                if let Some(mirror) = &self.mirror {
-                    mirror.stored(fingerprint, position, backend);
-                }
-                drop(shard);
-                self.sessions.add_len(1);
-                topo.backend(backend).counters.sessions.fetch_add(1, Ordering::Relaxed);
-                inc(&self.stats.created);
-                self.events.emit(Event::SessionCreated { key: label, backend });
-                true
-            }
-        }
-    }
-
-    /// Ends the session of `key` (logout). Returns whether there was one.
-    pub fn end_session(&self, key: SessionKey<'_>) -> bool {
-        let mut buf = [0u8; 16];
-        let Some((domain, bytes)) = key_material(key, &mut buf) else {
-            return false;
-        };
-        self.end_route_session(self.fingerprinter.fingerprint(domain, bytes))
-    }
-
-    /// Ends the session a route used (its [`Route::fingerprint`]), as when
-    /// the application's response deletes its session cookie.
-    pub fn end_route_session(&self, fingerprint: u64) -> bool {
-        if let Some(mirror) = &self.mirror {
-            mirror.ended(fingerprint);
-        }
-        self.forget(fingerprint)
-    }
-
-    /// Removes a session another balancer ended, without telling the
-    /// mirror. Returns whether it was here.
-    pub fn forget(&self, fingerprint: u64) -> bool {
-        let removed = self.sessions.shard_for(fingerprint).remove(fingerprint);
-        if let Some(info) = removed {
-            self.count_end(&self.topology.load(), &info, SessionEnd::Ended);
-        }
-        removed.is_some()
-    }
-
-    /// Takes in what the session store knows of a session: inserts it
-    /// (labelled by its fingerprint), or moves it (reported to its next
-    /// request) when it lives elsewhere now.
-    /// The mirror is not told. Returns whether the table changed; a backend
-    /// that is unknown here or keeps no sessions changes nothing.
-    pub fn adopt(&self, fingerprint: u64, position: u32, backend: &str, now: Timestamp) -> bool {
-        self.take_in(fingerprint, Some((position, KeyLabel::hex(fingerprint), now)), backend)
-    }
-
-    /// Follows a move another balancer made: the session moves to `backend`
-    /// if it is here. The mirror is not told.
-    pub fn follow(&self, fingerprint: u64, backend: &str) -> bool {
-        self.take_in(fingerprint, None, backend)
-    }
-
-    fn take_in(&self, fingerprint: u64, insert: Option<(u32, KeyLabel, Timestamp)>, backend: &str) -> bool {
-        let topo = self.topology.load();
-        let Some(to) = topo.find(backend).map(|b| b.id) else {
-            return false;
-        };
-        if !topo.state(to).keeps_sessions() {
-            return false;
-        }
-        let mut shard = self.sessions.shard_for(fingerprint);
-        if let Some(before) = shard.reassign(fingerprint, to, true) {
-            drop(shard);
-            self.count_move_quietly(&topo, &before, to);
-            inc(&self.stats.synced);
-            return true;
-        }
-        let Some((position, label, now)) = insert.filter(|_| !shard.contains(fingerprint)) else {
-            return false;
-        };
-        if let Some(evicted) = shard.insert(fingerprint, position, to, label, now.secs(), self.sessions.is_full()) {
-            self.count_end(&topo, &evicted, SessionEnd::Evicted);
-        }
-        drop(shard);
-        self.sessions.add_len(1);
-        topo.backend(to).counters.sessions.fetch_add(1, Ordering::Relaxed);
-        inc(&self.stats.synced);
-        true
-    }
-
-    /// Expires sessions idle past the timeout at `now`; returns how many.
+    /// Expires sessions idle past the timeout at `now` in every table;
+    /// returns how many of the active table's expired.
     pub fn sweep(&self, now: Timestamp) -> u64 {
         let topo = self.topology.load();
-        let mut expired = Vec::new();
-        for i in 0..self.sessions.shard_count() {
-            self.sessions
-                .shard(i)
-                .expire(now.secs(), self.sessions.idle_secs(), |info| expired.push(info));
-        }
-        for info in &expired {
-            self.count_end(&topo, info, SessionEnd::Expired);
-        }
-        expired.len() as u64
-    }
-
-    /// Adds a backend (state `up`) and returns its id.
-    pub fn add_backend(&self, spec: &BackendSpec) -> Result<BackendId, RouterError> {
-        backend::validate_name(&spec.name)?;
-        backend::validate_weight(spec.weight)?;
-        let mut generation = self.lock_changes();
-        let old = self.topology.load_full();
-        if old.find(&spec.name).is_some() {
-            return Err(RouterError::DuplicateName(spec.name.clone()));
-        }
-        let mut draft = TopologyDraft::from(&old);
-        let id = BackendId(draft.backends.len() as u32);
-        draft.push(
-            Backend::new(id, &spec.name, spec.addr),
-            spec.weight,
-            self.vnodes(),
-            self.config.vnode_hash,
-        );
-        let new = self.publish(&mut generation, draft);
-        self.account(&old, &new, Some(id), ChangeKind::Joined);
-        Ok(id)
-    }
-
-    /// Takes a backend out for good: its sessions are reassigned.
-    pub fn remove_backend(&self, name: &str) -> Result<RemapSummary, RouterError> {
-        self.set_state(name, BackendState::Removed)?
-            .ok_or_else(|| RouterError::UnknownBackend(name.to_owned()))
-    }
-
-    /// Changes a backend's state and returns the remap summary when sessions
-    /// or new keys are affected (`None` when the state was already that).
-    /// Leaving `up`/`draining` for `down`, `killed` or `removed` reassigns the
-    /// backend's sessions to the next available backend clockwise.
-    pub fn set_state(&self, name: &str, state: BackendState) -> Result<Option<RemapSummary>, RouterError> {
-        let mut generation = self.lock_changes();
-        let old = self.topology.load_full();
-        let id = self.find_any(&old, name)?;
-        let from = old.state(id);
-        if from == state {
-            return Ok(None);
-        }
-        let mut draft = TopologyDraft::from(&old);
-        draft.set_state(id, state);
-        let new = self.publish(&mut generation, draft);
-        self.events.emit(Event::BackendState {
-            backend: id,
-            from,
-            to: state,
-        });
-        let kind = if from.keeps_sessions() && !state.keeps_sessions() {
-            ChangeKind::Left
-        } else if state.takes_new_sessions() {
-            ChangeKind::Joined
-        } else if state == BackendState::Draining {
-            ChangeKind::Draining
-        } else {
-            // e.g. down → killed: nothing moves, nothing new arrives.
-            return Ok(None);
-        };
-        Ok(Some(self.account(&old, &new, Some(id), kind)))
-    }
-
-    /// Changes a backend's weight (its vnodes and weighted share).
-    pub fn set_weight(&self, name: &str, weight: u32) -> Result<RemapSummary, RouterError> {
-        backend::validate_weight(weight)?;
-        let mut generation = self.lock_changes();
-        let old = self.topology.load_full();
-        let id = old
-            .find(name)
-            .map(|b| b.id)
-            .ok_or_else(|| RouterError::UnknownBackend(name.to_owned()))?;
-        let mut draft = TopologyDraft::from(&old);
-        draft.set_weight(id, weight, self.vnodes(), self.config.vnode_hash);
-        let new = self.publish(&mut generation, draft);
-        Ok(self.account(&old, &new, Some(id), ChangeKind::Reweighted))
-    }
-
-    /// Virtual nodes per unit of weight now.
-    pub fn vnodes(&self) -> u32 {
-        self.vnodes.load(Ordering::Relaxed)
-    }
-
-    /// Re-places every backend with `vnodes` virtual nodes per unit of
-    /// weight (1–10,000). Sessions stay where they are; the summary says what
-    /// a stateless ring would have moved.
-    pub fn set_vnodes(&self, vnodes: u32) -> Result<RemapSummary, RouterError> {
-        if !(1..=10_000).contains(&vnodes) {
-            return Err(RouterError::BadSpec(format!("{vnodes} vnodes: use 1 to 10000")));
-        }
-        let mut generation = self.lock_changes();
-        let old = self.topology.load_full();
-        if old.members().next().is_none() {
-            return Err(RouterError::NoBackend);
-        }
-        self.vnodes.store(vnodes, Ordering::Relaxed);
-        let mut draft = TopologyDraft::from(&old);
-        for b in old.members() {
-            draft.set_weight(b.id, old.weight(b.id), vnodes, self.config.vnode_hash);
-        }
-        let new = self.publish(&mut generation, draft);
-        Ok(self.account(&old, &new, None, ChangeKind::Reweighted))
-    }
-
-    fn lock_changes(&self) -> std::sync::MutexGuard<'_, u64> {
-        self.changes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A backend by name, removed ones included (the newest with that name).
-    fn find_any(&self, topo: &Topology, name: &str) -> Result<BackendId, RouterError> {
-        (0..topo.backend_count())
-            .rev()
-            .map(|i| topo.backend(BackendId(i as u32)))
-            .find(|b| &*b.name == name)
-            .map(|b| b.id)
-            .ok_or_else(|| RouterError::UnknownBackend(name.to_owned()))
-    }
-
-    fn publish(&self, generation: &mut u64, draft: TopologyDraft) -> Arc<Topology> {
-        *generation += 1;
-        let new = Arc::new(draft.finish(*generation));
-        self.topology.store(Arc::clone(&new));
-        new
-    }
-
-    /// Reassigns the sessions a change strands and counts what moved, what
-    /// a stateless ring and modulo would have moved, and the ideal.
-    fn account(&self, old: &Topology, new: &Topology, changed: Option<BackendId>, kind: ChangeKind) -> RemapSummary {
-        let (mut sessions, mut moved, mut ring, mut modulo) = (0u64, 0u64, 0u64, 0u64);
-        let mut stranded = Vec::new();
-        for i in 0..self.sessions.shard_count() {
-            let mut shard = self.sessions.shard(i);
-            for s in shard.iter() {
-                sessions += 1;
-                ring += u64::from(old.ring_owner(s.position) != new.ring_owner(s.position));
-                modulo += u64::from(old.modulo_owner(s.position) != new.modulo_owner(s.position));
-                if !new.state(s.backend).keeps_sessions() {
-                    stranded.push(s);
-                }
-            }
-            for s in stranded.drain(..) {
-                let Some(to) = new.ring_owner(s.position) else {
-                    continue; // nothing can take it: it waits for a backend to return
-                };
-                if shard.reassign(s.fingerprint, to, true).is_some() {
-                    moved += 1;
-                    self.count_move(new, &s, to);
-                }
+        let mut active = 0;
+        for t in &self.tables {
+            let n = t.sweep(&topo, now.secs());
+            if self.ledger.is_active(t.domain()) {
+                active = n;
             }
         }
-        let summary = RemapSummary {
-            backend: changed.map_or_else(|| "every backend".to_owned(), |id| new.backend(id).name.to_string()),
-            kind,
-            sessions,
-            moved,
-            ring,
-            modulo,
-            ideal: remap::ideal_share(old.serving().len(), new.serving().len()),
-            backends_before: old.serving().len(),
-            backends_after: new.serving().len(),
-        };
-        *self.stats.last_remap.lock().unwrap_or_else(|e| e.into_inner()) = Some(summary.clone());
-        self.events.emit(Event::Remap(summary.clone()));
-        summary
-    }
-}
-
-/// The bytes a key is hashed from, and their domain; `None` for keyless requests.
-fn key_material<'k>(key: SessionKey<'k>, buf: &'k mut [u8; 16]) -> Option<(KeyDomain, &'k [u8])> {
-    match key {
-        SessionKey::Text(s) => Some((KeyDomain::Text, s.as_bytes())),
-        SessionKey::Source(IpAddr::V4(ip)) => {
-            buf[..4].copy_from_slice(&ip.octets());
-            Some((KeyDomain::Ip, &buf[..4]))
-        }
-        SessionKey::Source(IpAddr::V6(ip)) => {
-            *buf = ip.octets();
-            Some((KeyDomain::Ip, &buf[..]))
-        }
-        SessionKey::Cookie { session, .. } => {
-            buf[..8].copy_from_slice(&session.to_le_bytes());
-            Some((KeyDomain::Cookie, &buf[..8]))
-        }
-        SessionKey::None | SessionKey::NewCookie => None,
-    }
-}
-
-/// The display label of a key.
-fn label_of(key: SessionKey<'_>, session_id: Option<u64>) -> KeyLabel {
-    match (key, session_id) {
-        (_, Some(id)) => KeyLabel::hex(id),
-        (SessionKey::Text(s), _) => KeyLabel::new(s),
-        (SessionKey::Source(ip), _) => {
-            let mut buf = [0u8; 48];
-            let mut w = &mut buf[..];
-            let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
-            let n = 48 - w.len();
-            KeyLabel::new(std::str::from_utf8(&buf[..n]).unwrap_or(""))
-        }
-        _ => KeyLabel::default(),
+        active
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::BackendId;
+use super::hash::KeyDomain;
 use super::hash::mix64;
 use super::topology::Topology;
 
@@ -143,13 +144,28 @@ impl Placer {
     }
 
     /// Picks a backend for a key at ring `position` with the placement in
-    /// force; `live_sessions` is the session table's size, for bounded loads.
-    pub fn place(&self, topo: &Topology, position: u32, live_sessions: u64) -> Option<BackendId> {
-        self.place_with(self.placement(), topo, position, live_sessions)
+    /// force, for a session of `domain`'s table (`None`: no session);
+    /// `live_sessions` is that table's size, for bounded loads.
+    pub fn place(
+        &self,
+        topo: &Topology,
+        position: u32,
+        domain: Option<KeyDomain>,
+        live_sessions: u64,
+    ) -> Option<BackendId> {
+        self.place_with(self.placement(), topo, position, domain, live_sessions)
     }
 
     /// Picks a backend with placement `p`.
-    pub fn place_with(&self, p: Placement, topo: &Topology, position: u32, live_sessions: u64) -> Option<BackendId> {
+    pub fn place_with(
+        &self,
+        p: Placement,
+        topo: &Topology,
+        position: u32,
+        domain: Option<KeyDomain>,
+        live_sessions: u64,
+    ) -> Option<BackendId> {
+        let sessions = |id: BackendId| domain.map_or(0, |d| topo.backend(id).counters.sessions(d));
         let up = topo.available();
         if up.is_empty() {
             return None;
@@ -163,7 +179,7 @@ impl Placer {
             Placement::LeastConn => up
                 .iter()
                 .copied()
-                .min_by_key(|&id| (topo.backend(id).counters.active(), topo.backend(id).counters.sessions())),
+                .min_by_key(|&id| (topo.backend(id).counters.active(), sessions(id))),
             Placement::P2c => {
                 let r = self.random();
                 let a = up[(r % up.len() as u64) as usize];
@@ -182,8 +198,7 @@ impl Placer {
                 let bound = self.bound_milli.saturating_mul(live_sessions + 1);
                 topo.ring()
                     .lookup(position, |id| {
-                        topo.state(id).takes_new_sessions()
-                            && topo.backend(id).counters.sessions().saturating_mul(n * 1000) < bound
+                        topo.state(id).takes_new_sessions() && sessions(id).saturating_mul(n * 1000) < bound
                     })
                     .map(|v| v.owner)
             }

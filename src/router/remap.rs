@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::text::thousands;
+
 /// What changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -13,8 +15,10 @@ pub enum ChangeKind {
     Joined,
     /// A backend started draining: no session moves, new keys go elsewhere.
     Draining,
-    /// A backend's weight changed.
+    /// A backend's weight changed (or every backend's vnodes).
     Reweighted,
+    /// A backend was added but takes nothing until its health checks pass.
+    Added,
 }
 
 /// The outcome of one topology change.
@@ -71,51 +75,63 @@ fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
-/// Formats 1234567 as "1,234,567".
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 impl fmt::Display for RemapSummary {
     /// e.g. "api-2 left: 1,032 of 3,100 sessions moved (33.3%) — modulo would have moved 66.8%, ideal 33.3%".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = match self.kind {
-            ChangeKind::Left => "left",
-            ChangeKind::Joined => "joined",
-            ChangeKind::Draining => "is draining",
-            ChangeKind::Reweighted => "was reweighted",
-        };
-        write!(
-            f,
-            "{} {verb}: {} of {} sessions moved ({:.1}%)",
-            self.backend,
-            thousands(self.moved),
-            thousands(self.sessions),
-            100.0 * self.moved_share()
-        )?;
-        if self.kind != ChangeKind::Left {
+        let moved = |f: &mut fmt::Formatter<'_>| {
             write!(
                 f,
-                " — a stateless ring would have moved {:.1}%,",
-                100.0 * self.ring_share()
-            )?;
-        } else {
-            f.write_str(" —")?;
+                "{} of {} sessions moved ({:.1}%)",
+                thousands(self.moved),
+                thousands(self.sessions),
+                100.0 * self.moved_share()
+            )
+        };
+        let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+        let b = &self.backend;
+        match self.kind {
+            ChangeKind::Left => {
+                write!(f, "{b} left: ")?;
+                moved(f)?;
+                write!(
+                    f,
+                    " — modulo would have moved {}, ideal {}",
+                    pct(self.modulo_share()),
+                    pct(self.ideal)
+                )
+            }
+            ChangeKind::Joined => {
+                write!(f, "{b} joined: ")?;
+                moved(f)?;
+                write!(
+                    f,
+                    " (sessions stay) — a stateless ring would have moved {}, modulo {}, ideal {}",
+                    pct(self.ring_share()),
+                    pct(self.modulo_share()),
+                    pct(self.ideal)
+                )
+            }
+            ChangeKind::Draining => write!(
+                f,
+                "{b} is draining: no session moves; new keys that would land on it go to the next backend \
+                 (a stateless ring would have moved {} of {} sessions)",
+                pct(self.ring_share()),
+                thousands(self.sessions)
+            ),
+            ChangeKind::Reweighted => {
+                write!(f, "{b} was reweighted: ")?;
+                moved(f)?;
+                write!(
+                    f,
+                    " (sessions stay) — a stateless ring would have moved {}",
+                    pct(self.ring_share())
+                )
+            }
+            ChangeKind::Added => write!(
+                f,
+                "{b} was added: it takes new sessions once its health checks pass; no session moved"
+            ),
         }
-        write!(
-            f,
-            " modulo would have moved {:.1}%, ideal {:.1}%",
-            100.0 * self.modulo_share(),
-            100.0 * self.ideal
-        )
     }
 }
 
@@ -143,11 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn thousands_and_ideal() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
+    fn ideal_shares() {
         assert_eq!(ideal_share(4, 5), 0.2);
         assert_eq!(ideal_share(0, 0), 0.0);
     }

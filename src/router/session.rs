@@ -1,71 +1,55 @@
-//! The session table: affinity key → backend, with idle expiry and a size cap.
+//! The session tables: affinity key → backend, with idle expiry and a size
+//! cap, one table per key domain (balancer cookie, application session,
+//! client address).
 //!
-//! Keys are stored as 64-bit keyed fingerprints with a short label for
-//! display, in shards of (hash map → slab slot) with an intrusive LRU list,
-//! so a lookup, an insert, a touch and an eviction are O(1) and an expiry
-//! sweep costs only what it expires. About 80 bytes a session.
+//! Keys are stored as 64-bit keyed fingerprints — never the key itself, which
+//! may be a credential — in shards of (hash map → slab slot) with an
+//! intrusive LRU list, so a lookup, an insert, a touch and an eviction are
+//! O(1) and an expiry sweep costs only what it expires. About 64 bytes a
+//! session. Every change that adds, ends or moves a session goes through the
+//! table's bookkeeping methods, which keep its length, the backends' session
+//! counters, the router's statistics, the events and the store mirror in step.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::BackendId;
-use super::hash::BuildIdentity;
+use super::event::{Event, SessionEnd};
+use super::hash::{BuildIdentity, KeyDomain};
+use super::ledger::Ledger;
+use super::topology::Topology;
 
 const NIL: u32 = u32::MAX;
 
-/// Bytes of the key kept for display.
-pub const LABEL_LEN: usize = 15;
-
-/// The first bytes of an affinity key, for display ("key (shortened)").
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct KeyLabel {
-    len: u8,
-    bytes: [u8; LABEL_LEN],
+/// How a session is named outside the router — in the API, the events, the
+/// dashboard and the logs. Never the key: a short form of its keyed
+/// fingerprint (the one the session store uses), or the client address for
+/// sessions keyed by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct SessionName {
+    /// The keyed fingerprint.
+    pub fingerprint: u64,
+    /// The client address, for `source-ip` sessions.
+    pub address: Option<IpAddr>,
 }
 
-impl KeyLabel {
-    /// The first [`LABEL_LEN`] bytes of `key`, cut at a character boundary.
-    pub fn new(key: &str) -> Self {
-        let mut end = key.len().min(LABEL_LEN);
-        while !key.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut bytes = [0u8; LABEL_LEN];
-        bytes[..end].copy_from_slice(&key.as_bytes()[..end]);
-        KeyLabel { len: end as u8, bytes }
-    }
-
-    /// The 15 leading hex digits of `id`: a balancer-cookie session id, or
-    /// the fingerprint of a session learned from the shared store (which
-    /// never holds the key itself).
-    pub fn hex(id: u64) -> Self {
-        let mut bytes = [0u8; LABEL_LEN];
-        let hex = b"0123456789abcdef";
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = hex[((id >> (60 - 4 * i)) & 0xf) as usize];
-        }
-        KeyLabel {
-            len: LABEL_LEN as u8,
-            bytes,
-        }
-    }
-
-    /// The label text.
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+impl SessionName {
+    /// The fingerprint in full, as the session store writes it.
+    pub fn fingerprint_hex(&self) -> String {
+        format!("{:016x}", self.fingerprint)
     }
 }
 
-impl std::fmt::Debug for KeyLabel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.as_str())
-    }
-}
-
-impl std::fmt::Display for KeyLabel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+impl fmt::Display for SessionName {
+    /// `#3fa2c1e9` (the fingerprint's first 8 hex digits), or the address.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.address {
+            Some(ip) => write!(f, "{ip}"),
+            None => write!(f, "#{:08x}", self.fingerprint >> 32),
+        }
     }
 }
 
@@ -74,8 +58,8 @@ impl std::fmt::Display for KeyLabel {
 pub struct SessionInfo {
     /// The key's fingerprint (its identity in the table).
     pub fingerprint: u64,
-    /// The key, shortened.
-    pub label: KeyLabel,
+    /// The client address, for sessions keyed by it.
+    pub address: Option<IpAddr>,
     /// The key's position on the ring.
     pub position: u32,
     /// Where it is routed.
@@ -102,18 +86,28 @@ struct Entry {
     last_seen: u32,
     requests: u32,
     reassignments: u16,
-    label: KeyLabel,
+    address: Option<IpAddr>,
     /// Towards the most recently used.
     prev: u32,
     /// Towards the least recently used.
     next: u32,
 }
 
+impl SessionInfo {
+    /// How it is shown.
+    pub fn name(&self) -> SessionName {
+        SessionName {
+            fingerprint: self.fingerprint,
+            address: self.address,
+        }
+    }
+}
+
 impl Entry {
     fn info(&self) -> SessionInfo {
         SessionInfo {
             fingerprint: self.fingerprint,
-            label: self.label,
+            address: self.address,
             position: self.position,
             backend: self.backend,
             created_secs: self.created,
@@ -247,7 +241,7 @@ impl Shard {
         fingerprint: u64,
         position: u32,
         backend: BackendId,
-        label: KeyLabel,
+        address: Option<IpAddr>,
         now: u32,
         full: bool,
     ) -> Option<SessionInfo> {
@@ -265,7 +259,7 @@ impl Shard {
             last_seen: now,
             requests: 1,
             reassignments: 0,
-            label,
+            address,
             prev: NIL,
             next: NIL,
         };
@@ -301,6 +295,11 @@ impl Shard {
         Some(before)
     }
 
+    /// The session, without touching it.
+    pub fn peek(&self, fingerprint: u64) -> Option<SessionInfo> {
+        self.map.get(&fingerprint).map(|&i| self.slots[i as usize].info())
+    }
+
     /// Whether the session is here (without touching it).
     pub fn contains(&self, fingerprint: u64) -> bool {
         self.map.contains_key(&fingerprint)
@@ -333,7 +332,7 @@ impl Shard {
     }
 }
 
-/// The sharded session table.
+/// One sharded session table: the sessions of one key domain.
 #[derive(Debug)]
 pub struct SessionTable {
     shards: Box<[Mutex<Shard>]>,
@@ -342,14 +341,54 @@ pub struct SessionTable {
     idle_secs: u32,
     len: AtomicU64,
     max: usize,
+    domain: KeyDomain,
+    ledger: Arc<Ledger>,
+}
+
+/// A session to add to a table.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession {
+    /// Its fingerprint (checked missing by the caller).
+    pub fingerprint: u64,
+    /// The key's ring position.
+    pub position: u32,
+    /// Its backend.
+    pub backend: BackendId,
+    /// The client address, for sessions keyed by it.
+    pub address: Option<IpAddr>,
+    /// Router seconds now.
+    pub now: u32,
+}
+
+/// Where a session added to a table comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Placed now: counted as created.
+    New,
+    /// Its backend left (the one given) while the table did not hold it: a
+    /// balancer cookie named a backend that is gone. Counted as a move.
+    Moved(BackendId),
+    /// A valid balancer cookie routed it and the table had lost it.
+    Adopted,
+    /// Learned from the session store: counted as synced, not told back.
+    Synced,
+}
+
+/// How a move is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveKind {
+    /// Moved here: counted as a reassignment and told to the store.
+    Local,
+    /// Learned from another balancer: shown, not counted or told again.
+    Followed,
 }
 
 impl SessionTable {
-    /// A table holding at most `max_sessions`, expiring sessions idle for
-    /// `idle_secs`. At the cap, an insert evicts the least recently used
-    /// session of its shard: small tables have one shard (exact LRU), large
-    /// ones 64 (LRU within a shard, so locks are rarely contended).
-    pub fn new(max_sessions: usize, idle_secs: u32) -> Self {
+    /// A table of `domain` holding at most `max_sessions`, expiring sessions
+    /// idle for `idle_secs`. At the cap, an insert evicts the least recently
+    /// used session of its shard: small tables have one shard (exact LRU),
+    /// large ones 64 (LRU within a shard, so locks are rarely contended).
+    pub(super) fn new(domain: KeyDomain, max_sessions: usize, idle_secs: u32, ledger: Arc<Ledger>) -> Self {
         let max = max_sessions.max(1);
         let shard_count = (max / 4096).clamp(1, 64).next_power_of_two().min(64);
         SessionTable {
@@ -358,7 +397,14 @@ impl SessionTable {
             idle_secs: idle_secs.max(1),
             len: AtomicU64::new(0),
             max,
+            domain,
+            ledger,
         }
+    }
+
+    /// The key domain of its sessions.
+    pub fn domain(&self) -> KeyDomain {
+        self.domain
     }
 
     /// The idle timeout in seconds.
@@ -402,14 +448,6 @@ impl SessionTable {
         lock(&self.shards[i])
     }
 
-    pub(super) fn add_len(&self, delta: i64) {
-        if delta >= 0 {
-            self.len.fetch_add(delta as u64, Ordering::Relaxed);
-        } else {
-            self.len.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-        }
-    }
-
     /// Up to `limit` sessions that pass `filter`, most recently used first within each shard.
     pub fn list(&self, limit: usize, mut filter: impl FnMut(&SessionInfo) -> bool) -> Vec<SessionInfo> {
         let mut out = Vec::new();
@@ -426,6 +464,160 @@ impl SessionTable {
         }
         out
     }
+
+    /// The live session of `fingerprint`, without touching it.
+    pub fn get(&self, fingerprint: u64) -> Option<SessionInfo> {
+        self.shard_for(fingerprint).peek(fingerprint)
+    }
+
+    fn is_active(&self) -> bool {
+        self.ledger.is_active(self.domain)
+    }
+
+    /// Adds a session to `shard` (its shard, locked by the caller, who
+    /// checked that the session is missing), evicting the least recently used
+    /// one first when the table is full; then records it everywhere, as
+    /// `origin` says.
+    pub fn create(&self, shard: &mut Shard, topo: &Topology, new: NewSession, origin: Origin) {
+        if let Some(evicted) = shard.insert(
+            new.fingerprint,
+            new.position,
+            new.backend,
+            new.address,
+            new.now,
+            self.is_full(),
+        ) {
+            self.record_end(topo, &evicted, SessionEnd::Evicted, false);
+        }
+        self.len.fetch_add(1, Ordering::Relaxed);
+        topo.backend(new.backend).counters.sessions[self.domain.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(mirror) = self.ledger.mirror() {
+            match origin {
+                Origin::New | Origin::Adopted => mirror.stored(self.domain, new.fingerprint, new.position, new.backend),
+                Origin::Moved(_) => mirror.moved(self.domain, new.fingerprint, new.position, new.backend),
+                Origin::Synced => {}
+            }
+        }
+        let stats = &self.ledger.stats;
+        if let Origin::Synced = origin {
+            stats.synced.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.is_active() {
+            return;
+        }
+        let session = SessionName {
+            fingerprint: new.fingerprint,
+            address: new.address,
+        };
+        match origin {
+            Origin::New => {
+                stats.created.fetch_add(1, Ordering::Relaxed);
+                self.ledger.events.emit(Event::SessionCreated {
+                    session,
+                    backend: new.backend,
+                });
+            }
+            Origin::Moved(from) => {
+                stats.reassigned.fetch_add(1, Ordering::Relaxed);
+                self.ledger.events.emit(Event::SessionReassigned {
+                    session,
+                    from,
+                    to: new.backend,
+                });
+            }
+            Origin::Adopted | Origin::Synced => {}
+        }
+    }
+
+    /// Records a session that left its shard (already removed by the caller).
+    /// `announce`: tell the store mirror it ended (a logout).
+    pub fn record_end(&self, topo: &Topology, info: &SessionInfo, reason: SessionEnd, announce: bool) {
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        let counter = &topo.backend(info.backend).counters.sessions[self.domain.index()];
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if announce && let Some(mirror) = self.ledger.mirror() {
+            mirror.ended(self.domain, info.fingerprint);
+        }
+        if self.is_active() {
+            let stats = &self.ledger.stats;
+            match reason {
+                SessionEnd::Expired => &stats.expired,
+                SessionEnd::Evicted => &stats.evicted,
+                SessionEnd::Ended => &stats.ended,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            self.ledger.events.emit(Event::SessionEnded {
+                session: info.name(),
+                backend: info.backend,
+                reason,
+            });
+        }
+    }
+
+    /// Records a session moved from `before.backend` to `to` (already
+    /// reassigned in its shard by the caller).
+    pub fn record_move(&self, topo: &Topology, before: &SessionInfo, to: BackendId, kind: MoveKind) {
+        let from = &topo.backend(before.backend).counters.sessions[self.domain.index()];
+        let _ = from.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        topo.backend(to).counters.sessions[self.domain.index()].fetch_add(1, Ordering::Relaxed);
+        if kind == MoveKind::Local
+            && let Some(mirror) = self.ledger.mirror()
+        {
+            mirror.moved(self.domain, before.fingerprint, before.position, to);
+        }
+        if self.is_active() {
+            if kind == MoveKind::Local {
+                self.ledger.stats.reassigned.fetch_add(1, Ordering::Relaxed);
+            }
+            self.ledger.events.emit(Event::SessionReassigned {
+                session: before.name(),
+                from: before.backend,
+                to,
+            });
+        }
+    }
+
+    /// Ends the session of `fingerprint` on purpose; returns whether it was here.
+    /// `announce`: tell the store mirror (false when another balancer ended it).
+    pub fn end(&self, topo: &Topology, fingerprint: u64, announce: bool) -> bool {
+        let removed = self.shard_for(fingerprint).remove(fingerprint);
+        if let Some(info) = &removed {
+            self.record_end(topo, info, SessionEnd::Ended, announce);
+        } else if announce && let Some(mirror) = self.ledger.mirror() {
+            mirror.ended(self.domain, fingerprint);
+        }
+        removed.is_some()
+    }
+
+    /// Expires sessions idle past the timeout at `now` (router seconds);
+    /// returns how many.
+    pub fn sweep(&self, topo: &Topology, now: u32) -> u64 {
+        let mut expired = Vec::new();
+        for i in 0..self.shard_count() {
+            self.shard(i).expire(now, self.idle_secs, |info| expired.push(info));
+        }
+        for info in &expired {
+            self.record_end(topo, info, SessionEnd::Expired, false);
+        }
+        expired.len() as u64
+    }
+
+    /// Forgets every session without recording anything (a lesson restarts);
+    /// returns how many there were.
+    pub fn clear(&self, topo: &Topology) -> u64 {
+        let mut n = 0;
+        for i in 0..self.shard_count() {
+            let mut shard = self.shard(i);
+            for s in shard.iter() {
+                let c = &topo.backend(s.backend).counters.sessions[self.domain.index()];
+                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
+            n += shard.len() as u64;
+            *shard = Shard::new();
+        }
+        self.len.fetch_sub(n.min(self.len()), Ordering::Relaxed);
+        n
+    }
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -439,11 +631,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn label_cuts_at_char_boundary() {
-        assert_eq!(KeyLabel::new("short").as_str(), "short");
-        assert_eq!(KeyLabel::new("0123456789abcdefXYZ").as_str(), "0123456789abcde");
-        assert_eq!(KeyLabel::new("ééééééééé").as_str(), "ééééééé");
-        assert_eq!(KeyLabel::hex(0x0123_4567_89ab_cdef).as_str(), "0123456789abcde");
+    fn names_show_a_short_fingerprint_or_the_address() {
+        let n = SessionName {
+            fingerprint: 0x0123_4567_89ab_cdef,
+            address: None,
+        };
+        assert_eq!(n.to_string(), "#01234567");
+        assert_eq!(n.fingerprint_hex(), "0123456789abcdef");
+        let a = SessionName {
+            fingerprint: 1,
+            address: Some("203.0.113.9".parse().unwrap()),
+        };
+        assert_eq!(a.to_string(), "203.0.113.9");
     }
 
     #[test]
@@ -451,14 +650,14 @@ mod tests {
         let mut s = Shard::new();
         let b = BackendId(0);
         for fp in 1..=3u64 {
-            assert!(s.insert(fp, 0, b, KeyLabel::new("k"), fp as u32, false).is_none());
+            assert!(s.insert(fp, 0, b, None, fp as u32, false).is_none());
         }
         // Touch 1: order is now 1, 3, 2 (most recent first).
         assert!(matches!(s.lookup(1, 10, 100), Lookup::Live { .. }));
         let order: Vec<u64> = s.iter().map(|e| e.fingerprint).collect();
         assert_eq!(order, vec![1, 3, 2]);
         // Full: inserting 4 evicts 2, the least recently used.
-        let evicted = s.insert(4, 0, b, KeyLabel::new("k"), 11, true).unwrap();
+        let evicted = s.insert(4, 0, b, None, 11, true).unwrap();
         assert_eq!(evicted.fingerprint, 2);
         // At t=103, 3 (last seen 3) expires; 1 (10) and 4 (11) stay.
         let mut gone = vec![];
@@ -469,14 +668,14 @@ mod tests {
         assert!(matches!(s.lookup(1, 200, 100), Lookup::Expired(_)));
         assert_eq!(s.lookup(1, 200, 100), Lookup::Missing);
         // Freed slots are reused.
-        s.insert(5, 0, b, KeyLabel::new("k"), 200, false);
+        s.insert(5, 0, b, None, 200, false);
         assert_eq!(s.slots.len(), 3);
     }
 
     #[test]
     fn reassignment_is_announced_once() {
         let mut s = Shard::new();
-        s.insert(7, 0, BackendId(1), KeyLabel::new("k"), 0, false);
+        s.insert(7, 0, BackendId(1), None, 0, false);
         s.reassign(7, BackendId(2), true);
         assert_eq!(
             s.lookup(7, 1, 100),

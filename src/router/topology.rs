@@ -13,7 +13,8 @@ use super::ring::{PlacedMember, Ring, VnodeHash, vnode_positions};
 pub struct Topology {
     /// Bumped by every change, so readers can tell snapshots apart.
     pub generation: u64,
-    /// Every backend ever added, indexed by id (removed ones stay as tombstones).
+    /// Every backend id handed out; a removed backend stays as a small
+    /// tombstone until its id is reused.
     backends: Vec<Arc<Backend>>,
     /// `states[id]`.
     states: Vec<BackendState>,
@@ -53,6 +54,11 @@ impl Topology {
         self.weights[id.index()]
     }
 
+    /// Virtual nodes of backend `id` on the ring now (0 once removed).
+    pub fn vnode_count(&self, id: BackendId) -> usize {
+        self.positions.get(id.index()).map_or(0, |p| p.len())
+    }
+
     /// Number of backend ids handed out (tombstones included).
     pub fn backend_count(&self) -> usize {
         self.backends.len()
@@ -78,6 +84,13 @@ impl Topology {
     /// A member (not removed) by name.
     pub fn find(&self, name: &str) -> Option<&Arc<Backend>> {
         self.members().find(|b| &*b.name == name)
+    }
+
+    /// A removed backend by name (its tombstone), if its id was not reused.
+    pub fn find_removed(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.backends
+            .iter()
+            .find(|b| self.state(b.id) == BackendState::Removed && &*b.name == name)
     }
 
     /// The backend a cookie tag names, if any was ever added.
@@ -141,13 +154,29 @@ impl TopologyDraft {
         }
     }
 
-    /// Adds a backend in state `up`, hashing its vnodes.
-    pub fn push(&mut self, backend: Backend, weight: u32, vnodes_per_weight: u32, hash: VnodeHash) {
-        self.positions
-            .push(vnode_positions(&backend.name, weight * vnodes_per_weight, hash).into());
-        self.backends.push(Arc::new(backend));
-        self.states.push(BackendState::Up);
-        self.weights.push(weight);
+    /// Adds a backend in `state` at its id — a new slot, or the slot of a
+    /// removed backend it replaces — hashing its vnodes.
+    pub fn place(
+        &mut self,
+        backend: Backend,
+        weight: u32,
+        vnodes_per_weight: u32,
+        hash: VnodeHash,
+        state: BackendState,
+    ) {
+        let positions: Arc<[u32]> = vnode_positions(&backend.name, weight * vnodes_per_weight, hash).into();
+        let i = backend.id.index();
+        if i == self.backends.len() {
+            self.positions.push(positions);
+            self.backends.push(Arc::new(backend));
+            self.states.push(state);
+            self.weights.push(weight);
+        } else {
+            self.positions[i] = positions;
+            self.backends[i] = Arc::new(backend);
+            self.states[i] = state;
+            self.weights[i] = weight;
+        }
         self.ring_dirty = true;
     }
 
@@ -159,10 +188,12 @@ impl TopologyDraft {
         self.ring_dirty = true;
     }
 
-    /// Sets a backend's state; entering or leaving `removed` rebuilds the ring.
+    /// Sets a backend's state; entering `removed` frees its vnodes and
+    /// rebuilds the ring.
     pub fn set_state(&mut self, id: BackendId, state: BackendState) {
         let from = std::mem::replace(&mut self.states[id.index()], state);
-        if (from == BackendState::Removed) != (state == BackendState::Removed) {
+        if from != BackendState::Removed && state == BackendState::Removed {
+            self.positions[id.index()] = Arc::from([]);
             self.ring_dirty = true;
         }
     }

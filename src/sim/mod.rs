@@ -143,6 +143,8 @@ impl Simulator {
             },
             Arc::new(NullSink),
         );
+        // The task's sessions are keyed by the application's session id.
+        router.set_affinity(crate::router::affinity::AffinityMode::AppCookie);
         let sim = Simulator { router, now_secs: 0 };
         for i in 1..=config.backends {
             // Names and addresses are well-formed by construction.
@@ -292,7 +294,7 @@ impl Simulator {
         let claimed_backend = cookie("backend")?;
         let generated = held.is_none().then(|| format!("{:016x}", self.router.random()));
         let id = held.or(generated.as_deref()).unwrap_or_default();
-        let route = match self.router.route(SessionKey::Text(id), self.now()) {
+        let route = match self.router.route(SessionKey::Text(id.as_bytes()), self.now()) {
             Ok(r) => r,
             Err(_) => {
                 return Ok(HttpResponse {
@@ -309,7 +311,7 @@ impl Simulator {
         let stale = claimed_backend.is_some_and(|b| b != backend);
         let logout = method.eq_ignore_ascii_case("POST") && path.ends_with("/logout");
         let set_cookie = if logout {
-            self.router.end_session(SessionKey::Text(id));
+            self.router.end_session(SessionKey::Text(id.as_bytes()));
             Some("session_id=; Max-Age=0".to_owned())
         } else if generated.is_some() || moved || stale {
             Some(format!("session_id={id}; backend={backend}"))
@@ -334,7 +336,7 @@ impl Simulator {
             sessions: s.sessions,
             sessions_per_backend: Ordered(
                 topo.members()
-                    .map(|b| (b.name.to_string(), b.counters.sessions()))
+                    .map(|b| (b.name.to_string(), self.router.sessions_on(b)))
                     .collect(),
             ),
             backends: Ordered(

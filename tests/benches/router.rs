@@ -50,6 +50,7 @@ fn router(backends: usize, placement: Placement, max_sessions: usize) -> Router 
         },
         Arc::new(NullSink),
     );
+    r.set_affinity(ringside::router::affinity::AffinityMode::AppCookie);
     for i in 0..backends {
         let addr = SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
         r.add_backend(&BackendSpec::new(&format!("backend-{i}"), addr, 1).unwrap())
@@ -169,12 +170,12 @@ fn sessions(c: &mut Criterion) {
     let before = LIVE.load(Ordering::Relaxed);
     let r = router(10, Placement::Ring, N);
     for id in &ids {
-        r.route(SessionKey::Text(id), Timestamp(0)).unwrap();
+        r.route(SessionKey::Text(id.as_bytes()), Timestamp(0)).unwrap();
     }
     let bytes = LIVE.load(Ordering::Relaxed) - before;
     println!(
         "session table: {} sessions, {} bytes live, {:.1} bytes per session",
-        r.sessions().len(),
+        r.session_count(),
         bytes,
         bytes as f64 / N as f64
     );
@@ -182,7 +183,7 @@ fn sessions(c: &mut Criterion) {
     c.bench_function("session lookup at 1M sessions", |b| {
         b.iter(|| {
             i = (i + 7919) % N;
-            black_box(r.route(SessionKey::Text(&ids[i]), Timestamp(1)).unwrap())
+            black_box(r.route(SessionKey::Text(ids[i].as_bytes()), Timestamp(1)).unwrap())
         })
     });
     let mut n = 0u64;
@@ -192,7 +193,7 @@ fn sessions(c: &mut Criterion) {
                 n += 1;
                 format!("new-{n:012}")
             },
-            |id| black_box(r.route(SessionKey::Text(&id), Timestamp(2)).unwrap()),
+            |id| black_box(r.route(SessionKey::Text(id.as_bytes()), Timestamp(2)).unwrap()),
             BatchSize::SmallInput,
         )
     });

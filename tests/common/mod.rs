@@ -5,15 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use ringside::app::{Handle, StartOptions};
 use ringside::config::Config;
-use ringside::engine::{Engine, Running};
 use tokio::net::TcpStream;
 
 /// A config for tests: every port chosen by the OS, fast health checks.
@@ -34,30 +33,26 @@ pub fn test_config() -> Config {
 
 /// A running balancer with its admin API served.
 pub struct Lb {
-    pub engine: Arc<Engine>,
+    pub handle: Handle,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
 }
 
 impl Lb {
     pub async fn start(config: Config) -> Lb {
-        let Running {
-            engine,
-            proxy_addr,
-            admin_listener,
-        } = Engine::start(config, false).await.expect("start ringside");
-        let admin = admin_listener.local_addr().unwrap();
-        tokio::spawn(ringside::admin::serve(Arc::clone(&engine), admin_listener));
+        let handle = ringside::app::bind_and_start(config, StartOptions::default())
+            .await
+            .expect("start ringside");
         Lb {
-            engine,
-            proxy: proxy_addr,
-            admin,
+            proxy: handle.proxy_addr(),
+            admin: handle.admin_addr(),
+            handle,
         }
     }
 
     /// The state of a backend, by name.
     pub fn state(&self, name: &str) -> String {
-        self.engine
+        self.handle
             .backends_view()
             .into_iter()
             .find(|b| b.name == name)
@@ -191,7 +186,8 @@ pub async fn admin_json(
         let req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "admin")
+            .header("host", addr.to_string())
+            .header("content-type", "application/json")
             .body(http_body_util::Full::new(Bytes::from(body.unwrap_or("").to_owned())))
             .unwrap();
         let resp = sender.send_request(req).await.expect("admin response");
