@@ -180,7 +180,11 @@ EOF
     TARGET=127.0.0.1:$HAP
     PROBE=(--stats-sock "$WORK/haproxy.sock")
   fi
-  wait_http "http://$TARGET/"
+  if ! wait_http "http://$TARGET/"; then
+    echo "$name did not start; its log ($LOG):" >&2
+    tail -5 "$LOG" >&2
+    exit 1
+  fi
 }
 
 stop_proxy() {
