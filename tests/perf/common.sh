@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the perf scripts; sourced from the project root.
 
 # install_missing TOOL...: installs with apt-get the tools not on PATH

@@ -20,8 +20,8 @@ BIN=$PWD/target/release/ringside
 WORK=$(mktemp -d)
 RINGSIDE_PID=""
 cleanup() {
-  [ -n "$RINGSIDE_PID" ] && kill "$RINGSIDE_PID" 2>/dev/null || true
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  if [ -n "$RINGSIDE_PID" ]; then kill "$RINGSIDE_PID" 2>/dev/null || true; fi
+  if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
