@@ -6,6 +6,7 @@
 //! shard briefly, and never waits on the dashboard.
 
 pub mod body;
+pub mod client;
 pub mod framing;
 pub mod headers;
 pub mod latency;
