@@ -59,8 +59,10 @@ pub struct Config {
     pub health: HealthConfig,
     /// Graceful draining.
     pub drain: DrainConfig,
-    /// Timeouts and limits on the proxy path.
+    /// Timeouts on the proxy path.
     pub proxy: ProxyConfig,
+    /// Connection caps and queues.
+    pub limits: LimitsConfig,
     /// The session table.
     pub sessions: SessionsConfig,
     /// The admin API.
@@ -200,16 +202,30 @@ impl Default for DrainConfig {
     }
 }
 
-/// `[proxy]`.
+/// `[proxy]`: every timeout is an inactivity limit (nothing moved for
+/// that long), never a limit on a whole exchange.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// Connecting to a backend.
+    /// Connecting to a backend (HAProxy `timeout connect`, nginx
+    /// `proxy_connect_timeout`).
     pub connect_timeout_ms: u64,
-    /// Waiting for a backend's response headers (then 504).
+    /// A backend silent, or not reading, this long: 504 (HAProxy `timeout
+    /// server`, nginx `proxy_read_timeout` / `proxy_send_timeout`).
     pub backend_timeout_ms: u64,
-    /// Reading a client's request headers (slow clients are cut off).
+    /// A client's request head must arrive within this (HAProxy `timeout
+    /// http-request`, nginx `client_header_timeout`).
     pub header_read_timeout_ms: u64,
+    /// A keep-alive connection idle this long is closed; advertised as
+    /// `Keep-Alive: timeout=` (HAProxy `timeout http-keep-alive`, nginx
+    /// `keepalive_timeout`).
+    pub keepalive_timeout_ms: u64,
+    /// A client that sends nothing of its body (408) or reads nothing of its
+    /// answer this long is cut, and its backend connection released (HAProxy
+    /// `timeout client`, nginx `client_body_timeout` / `send_timeout`).
+    pub client_timeout_ms: u64,
+    /// A tunnel (WebSocket) idle this long is closed (HAProxy `timeout tunnel`).
+    pub tunnel_timeout_ms: u64,
     /// Largest request head accepted (then 431).
     pub max_header_bytes: usize,
     /// Other backends tried when a connect fails.
@@ -226,10 +242,42 @@ impl Default for ProxyConfig {
             connect_timeout_ms: 1000,
             backend_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
+            keepalive_timeout_ms: 60_000,
+            client_timeout_ms: 30_000,
+            tunnel_timeout_ms: 3_600_000,
             max_header_bytes: 16 * 1024,
             retries: 2,
             pool_idle_per_backend: 64,
             threads: 0,
+        }
+    }
+}
+
+/// `[limits]`: what ringside lets in at once. 0 means "derived from the
+/// descriptor limit", which ringside raises to the hard limit at start.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Client connections at once (HAProxy global `maxconn`, nginx
+    /// `worker_connections`); beyond it new ones wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Requests in flight per backend (HAProxy server `maxconn`, nginx
+    /// `max_conns`); beyond it they queue.
+    pub max_conns_per_backend: usize,
+    /// How long a request may wait in a backend's queue (then 503 +
+    /// `Retry-After`; HAProxy `timeout queue`).
+    pub queue_timeout_ms: u64,
+    /// Requests waiting per backend at most (default: `max_connections`).
+    pub max_queue: Option<usize>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 0,
+            max_conns_per_backend: 0,
+            queue_timeout_ms: 1000,
+            max_queue: None,
         }
     }
 }
@@ -362,6 +410,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             drain: DrainConfig::default(),
             proxy: ProxyConfig::default(),
+            limits: LimitsConfig::default(),
             sessions: SessionsConfig::default(),
             admin: AdminConfig::default(),
             demo: DemoConfig::default(),
@@ -413,6 +462,7 @@ impl Config {
             ));
         }
         self.proxy.check()?;
+        self.limits.check()?;
         self.sessions.check(self.affinity.secret.is_some())?;
         self.admin.check()?;
         if self.backends.is_empty() && !(1..=64).contains(&self.demo.backends) {
@@ -573,13 +623,14 @@ impl ProxyConfig {
             3_600_000,
             "milliseconds",
         )?;
-        in_range(
-            "proxy.header_read_timeout_ms",
-            self.header_read_timeout_ms,
-            10,
-            3_600_000,
-            "milliseconds",
-        )?;
+        for (key, v) in [
+            ("proxy.header_read_timeout_ms", self.header_read_timeout_ms),
+            ("proxy.keepalive_timeout_ms", self.keepalive_timeout_ms),
+            ("proxy.client_timeout_ms", self.client_timeout_ms),
+            ("proxy.tunnel_timeout_ms", self.tunnel_timeout_ms),
+        ] {
+            in_range(key, v, 10, 86_400_000, "milliseconds")?;
+        }
         in_range(
             "proxy.max_header_bytes",
             self.max_header_bytes as u64,
@@ -594,6 +645,28 @@ impl ProxyConfig {
             ));
         }
         in_range("proxy.retries", u64::from(self.retries), 0, 10, "")
+    }
+}
+
+impl LimitsConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        if self.max_connections != 0 {
+            in_range("limits.max_connections", self.max_connections as u64, 1, 1_000_000, "")?;
+        }
+        if self.max_conns_per_backend != 0 {
+            in_range(
+                "limits.max_conns_per_backend",
+                self.max_conns_per_backend as u64,
+                1,
+                1_000_000,
+                "",
+            )?;
+        }
+        in_range("limits.queue_timeout_ms", self.queue_timeout_ms, 1, 3_600_000, "milliseconds")?;
+        if let Some(q) = self.max_queue {
+            in_range("limits.max_queue", q as u64, 1, 1_000_000, "")?;
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,8 @@
 //!   without the dashboard; [`dashboard`] is the terminal dashboard (ratatui).
 //! - [`app`]: the one start-up path — bind every listener, start, get a
 //!   [`app::Handle`]; [`signals`], [`logging`], [`secret`] (the kept cookie
-//!   secret) and [`shutdown`] (one signal for every task) serve it.
+//!   secret), [`limits`] (the descriptor budget) and [`shutdown`] (one
+//!   signal for every task) serve it.
 //! - [`engine`]: the one owner of topology changes — a task that runs
 //!   commands and health verdicts in order; [`admin`]: its JSON API.
 //! - [`proxy`]: the live HTTP proxy (hyper) and its connection pools.
@@ -19,7 +20,8 @@
 //! - [`demo`]: demo backends and the synthetic clients.
 //! - [`experiment`]: `ringside ring` and `ringside scenario`.
 //! - [`sim`]: `ringside sim`, the JSON line protocol over stdin/stdout.
-//! - [`text`]: numbers as people read them.
+//! - [`text`]: numbers as people read them; [`counter`]: counters the
+//!   proxy threads update without contention.
 
 pub mod admin;
 pub mod app;
@@ -27,11 +29,13 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod counter;
 pub mod dashboard;
 pub mod demo;
 pub mod engine;
 pub mod experiment;
 pub mod headless;
+pub mod limits;
 pub mod logging;
 pub mod proxy;
 pub mod router;

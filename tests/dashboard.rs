@@ -34,6 +34,9 @@ fn backend(name: &str, state: BackendState) -> BackendView {
         p99_ms: Some(1.2),
         detected_after_ms: None,
         drain_left_secs: None,
+        in_use: 0,
+        cap: 100,
+        queued: 0,
     }
 }
 
@@ -115,10 +118,18 @@ fn fixture() -> App {
             bad_gateway_502: 0,
             unavailable_503: 5,
             gateway_timeout_504: 0,
+            client_errors: 0,
         },
         redispatched: 4,
         tunnels: 0,
         smuggling_refused: 0,
+        client_timeouts: 0,
+        local_errors: 0,
+        queued: 0,
+        queue_timeouts: 0,
+        parked_connections: 0,
+        connection_cap: 1000,
+        fd_limit: 4096,
         loops_refused: 0,
         client_connections: 0,
         closed_by_drain: 0,

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use http::{HeaderMap, HeaderValue};
 use ringside::router::affinity::{Affinity, AffinityConfig, AffinityMode, RequestView};
@@ -129,11 +128,11 @@ fn weighted_is_proportional_and_interleaved() {
 fn least_conn_picks_the_idlest_backend() {
     let r = router(3, Placement::LeastConn);
     let topo = r.topology();
-    topo.find("api-1").unwrap().counters.active.store(5, Ordering::Relaxed);
-    topo.find("api-2").unwrap().counters.active.store(1, Ordering::Relaxed);
-    topo.find("api-3").unwrap().counters.active.store(3, Ordering::Relaxed);
+    topo.find("api-1").unwrap().counters.active.set(5);
+    topo.find("api-2").unwrap().counters.active.set(1);
+    topo.find("api-3").unwrap().counters.active.set(3);
     assert_eq!(place_new(&r, "a"), "api-2");
-    topo.find("api-2").unwrap().counters.active.store(9, Ordering::Relaxed);
+    topo.find("api-2").unwrap().counters.active.set(9);
     assert_eq!(place_new(&r, "b"), "api-3");
 }
 
@@ -145,7 +144,7 @@ fn p2c_avoids_the_loaded_backend() {
         .unwrap()
         .counters
         .active
-        .store(100, Ordering::Relaxed);
+        .set(100);
     let counts = tally((0..900).map(|i| place_new(&r, &format!("k{i}"))));
     // api-1 wins only when both choices are api-1: about 1 in 9.
     let busy = counts.get("api-1").copied().unwrap_or(0);

@@ -65,6 +65,9 @@ impl Engine {
             Command::Restart => {
                 let forgotten = self.shared.router.clear_sessions();
                 self.shared.proxy.reset_stats();
+                for u in self.shared.upstreams.all() {
+                    u.latency.reset();
+                }
                 if let Some(t) = &self.traffic {
                     t.reset();
                 }
@@ -111,10 +114,9 @@ impl Engine {
         }
         let id = self.shared.router.add_backend_in(&spec, state)?;
         let backend = Arc::clone(self.shared.router.topology().backend(id));
-        let config = self.config();
-        self.shared
-            .upstreams
-            .register(&backend, config.proxy.pool_idle_per_backend);
+        let upstream = self.upstream_config();
+        self.shared.upstreams.register(&backend, upstream);
+        self.rebalance();
         let generation = self.next_generation();
         let mut runtime = Runtime {
             kind,
@@ -341,6 +343,7 @@ impl Engine {
         let summary = self.shared.router.remove_backend(name)?;
         self.close_connections(backend.id);
         self.shared.upstreams.unregister(backend.id);
+        self.rebalance();
         if let Some(r) = self.runtimes.remove(&backend.id) {
             if let Some(t) = r.checker {
                 t.abort();
@@ -409,7 +412,7 @@ impl Engine {
     /// Closes every connection to a backend (kill, drain timeout, removal).
     pub(super) fn close_connections(&self, id: BackendId) {
         if let Some(u) = self.shared.upstreams.get(id) {
-            u.pool.close_all();
+            u.close_all();
         }
     }
 }

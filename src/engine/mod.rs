@@ -58,6 +58,8 @@ pub(crate) enum Message {
     },
     /// The proxy's connects to a backend failed `fall` times in a row.
     ConnectsFailing { backend: BackendId, why: String },
+    /// Ringside ran out of its own resources (never a backend's fault).
+    RingsideShort { why: String },
     /// Stop the synthetic clients (first step of a shutdown).
     StopTraffic(oneshot::Sender<()>),
     /// Stop checkers and demo backends, then end the task.
@@ -126,6 +128,10 @@ impl PassiveHealth for Commands {
             backend: backend.id,
             why,
         });
+    }
+
+    fn ringside_short(&self, why: String) {
+        let _ = self.tx.try_send(Message::RingsideShort { why });
     }
 }
 
@@ -251,6 +257,12 @@ struct Engine {
     generations: u64,
     /// Requests and 5xx answers at the last tick.
     last_second: (u64, u64),
+    /// Proxy threads (for the descriptor budget).
+    threads: usize,
+    /// When ringside's own shortage was last reported (at most every 10 s).
+    short_reported: Option<Instant>,
+    /// Shortages since then.
+    short_since: u64,
 }
 
 impl Engine {
@@ -292,6 +304,7 @@ impl Engine {
                     self.connects_failing(backend, why);
                     self.publish_runtimes();
                 }
+                Some(Message::RingsideShort { why }) => self.ringside_short(why),
                 Some(Message::StopTraffic(done)) => {
                     if let Some(t) = self.traffic.take() {
                         t.stop().await;
@@ -335,6 +348,45 @@ impl Engine {
 
     fn config(&self) -> Arc<Config> {
         self.shared.config()
+    }
+
+    /// Ringside ran short of its own resources: logged and shown, at most
+    /// every ten seconds, never blamed on a backend.
+    fn ringside_short(&mut self, why: String) {
+        self.short_since += 1;
+        if self
+            .short_reported
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        let text = match self.short_since {
+            1 => why,
+            n => format!("{why} ({n} times since the last report)"),
+        };
+        tracing::error!("{text}");
+        self.shared.bus.publish(crate::bus::BusEvent::Command(text));
+        self.short_reported = Some(Instant::now());
+        self.short_since = 0;
+    }
+
+    /// How the proxy keeps connections to a backend, as the descriptor
+    /// budget allows with the backends there are now.
+    fn upstream_config(&self) -> crate::proxy::upstream::UpstreamConfig {
+        let config = self.config();
+        let backends = self.shared.router.topology().members().count().max(1);
+        let budget = crate::limits::budget(&config, crate::limits::fd_limit(), backends, self.threads);
+        crate::proxy::upstream::UpstreamConfig {
+            max_idle: budget.max_idle,
+            connect_timeout: Duration::from_millis(config.proxy.connect_timeout_ms),
+            max_conns: budget.max_conns_per_backend,
+            max_queue: budget.max_queue,
+        }
+    }
+
+    /// Shares the descriptor budget out again (a backend came or went).
+    fn rebalance(&self) {
+        self.shared.upstreams.set_max_conns(self.upstream_config().max_conns);
     }
 
     fn next_generation(&mut self) -> u64 {

@@ -143,6 +143,22 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(QUEUE);
     let commands = Commands { tx: tx.clone() };
     let upstreams = Arc::new(Upstreams::default());
+    let threads = match config.proxy.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let backends = if config.backends.is_empty() {
+        config.demo.backends
+    } else {
+        config.backends.len()
+    };
+    let budget = crate::limits::budget(&config, crate::limits::fd_limit(), backends, threads);
+    tracing::info!(
+        "descriptor limit {}: at most {} clients at once, {} requests in flight per backend",
+        budget.fd_limit,
+        budget.max_connections,
+        budget.max_conns_per_backend
+    );
     let proxy_server = Arc::new(Proxy::new(
         Arc::clone(&router),
         Arc::clone(&upstreams),
@@ -150,6 +166,7 @@ pub async fn start(
         ProxySettings::from_config(&config, proxy_addr),
         Arc::new(commands.clone()),
         store.clone(),
+        budget.max_connections,
     ));
     let shared = Arc::new(Shared {
         clock,
@@ -172,6 +189,9 @@ pub async fn start(
         shutdown: shutdown.signal(),
         generations: 0,
         last_second: (0, 0),
+        threads,
+        short_reported: None,
+        short_since: 0,
     };
     let config = shared.config();
     if config.backends.is_empty() {
@@ -187,12 +207,9 @@ pub async fn start(
         }
     }
     engine.publish_runtimes();
-    let shards = match config.proxy.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    engine.rebalance();
     let proxy_threads = proxy_server
-        .serve_threads(proxy, shards, shutdown.signal())
+        .serve_threads(proxy, threads, shutdown.signal())
         .map_err(|e| {
             StartError::Bind(vec![BindError {
                 addr: proxy_addr,

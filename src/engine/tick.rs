@@ -1,8 +1,6 @@
 //! Once a second, in the engine task: idle sessions expire, drains report
 //! their progress and end, and the second's figures are published.
 
-use std::sync::atomic::Ordering;
-
 use tokio::time::Instant;
 
 use super::Engine;
@@ -15,8 +13,8 @@ impl Engine {
         self.shared.router.sweep(now);
         self.drains();
         let stats = self.shared.proxy.stats();
-        let requests = stats.requests.load(Ordering::Relaxed);
-        let errors = stats.by_class[5].load(Ordering::Relaxed);
+        let requests = stats.requests.get();
+        let errors = stats.by_class[5].get();
         let (was_requests, was_errors) = self.last_second;
         self.shared.bus.publish(BusEvent::Second {
             requests: requests.saturating_sub(was_requests),
@@ -70,11 +68,7 @@ impl Engine {
                 r.drain_deadline = None;
             }
             self.close_connections(id);
-            self.shared
-                .proxy
-                .stats()
-                .closed_by_drain
-                .fetch_add(active, Ordering::Relaxed);
+            self.shared.proxy.stats().closed_by_drain.add(active);
             let name = backend.name.to_string();
             let summary = match self.shared.router.set_state(&name, BackendState::Drained) {
                 Ok(Some(s)) => format!(" — {s}"),

@@ -1,8 +1,6 @@
 //! Read-only views of the running balancer, for the admin API and the
 //! dashboard: plain data, serializable, cheap to take.
 
-use std::sync::atomic::Ordering;
-
 use serde::Serialize;
 
 use super::Shared;
@@ -45,6 +43,12 @@ pub struct BackendView {
     pub detected_after_ms: Option<u64>,
     /// Seconds left in a drain.
     pub drain_left_secs: Option<u64>,
+    /// Requests in flight to it now, under its cap.
+    pub in_use: usize,
+    /// Its cap on requests in flight.
+    pub cap: usize,
+    /// Requests waiting for a place now.
+    pub queued: usize,
 }
 
 /// Balancer-wide figures.
@@ -60,8 +64,22 @@ pub struct StatsView {
     pub redispatched: u64,
     /// Tunnels opened.
     pub tunnels: u64,
-    /// Requests refused for carrying both framing headers.
+    /// Requests refused for ambiguous framing (both framing headers).
     pub smuggling_refused: u64,
+    /// Clients cut for a limit (head too slow, body stalled, answer not read).
+    pub client_timeouts: u64,
+    /// Times ringside ran out of its own resources (never a backend's fault).
+    pub local_errors: u64,
+    /// Requests that waited under a backend's cap.
+    pub queued: u64,
+    /// 503s because a backend's queue was full or the wait ran out.
+    pub queue_timeouts: u64,
+    /// Idle client connections parked (holding no buffer) now.
+    pub parked_connections: u64,
+    /// The cap on client connections.
+    pub connection_cap: usize,
+    /// The descriptor limit ringside runs with.
+    pub fd_limit: u64,
     /// Requests that came back to ringside through one of its backends (508).
     pub loops_refused: u64,
     /// Client connections open now.
@@ -110,6 +128,8 @@ pub struct ResponsesView {
     pub unavailable_503: u64,
     /// ringside's 504s.
     pub gateway_timeout_504: u64,
+    /// Requests refused as the client's fault (ringside's own 4xx).
+    pub client_errors: u64,
 }
 
 impl Shared {
@@ -130,8 +150,9 @@ impl Shared {
                 } else {
                     runtime.health.describe(serving, rise, fall)
                 };
-                let latency = self.upstreams.get(id).filter(|u| u.latency.count() > 0);
-                let ms = |q: f64| latency.as_ref().map(|u| u.latency.quantile(q).as_secs_f64() * 1000.0);
+                let upstream = self.upstreams.get(id);
+                let latency = upstream.as_ref().filter(|u| u.latency.count() > 0);
+                let ms = |q: f64| latency.map(|u| u.latency.quantile(q).as_secs_f64() * 1000.0);
                 BackendView {
                     name: b.name.to_string(),
                     addr: b.addr.to_string(),
@@ -151,6 +172,9 @@ impl Shared {
                     drain_left_secs: runtime
                         .drain_deadline
                         .map(|d| d.saturating_duration_since(tokio::time::Instant::now()).as_secs()),
+                    in_use: upstream.as_ref().map_or(0, |u| u.limit.in_use()),
+                    cap: upstream.as_ref().map_or(0, |u| u.limit.max()),
+                    queued: upstream.as_ref().map_or(0, |u| u.limit.queued()),
                 }
             })
             .collect()
@@ -164,7 +188,7 @@ impl Shared {
     /// Balancer-wide figures.
     pub fn stats_view(&self) -> StatsView {
         let p = self.proxy.stats();
-        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let get = |c: &crate::counter::Counter| c.get();
         let last_remap = self.router.last_remap();
         StatsView {
             router: self.router.stats_snapshot(),
@@ -177,12 +201,20 @@ impl Shared {
                 bad_gateway_502: get(&p.bad_gateway),
                 unavailable_503: get(&p.unavailable),
                 gateway_timeout_504: get(&p.gateway_timeout),
+                client_errors: get(&p.client_errors),
             },
             redispatched: get(&p.redispatched),
             tunnels: get(&p.tunnels),
             smuggling_refused: get(&p.smuggling_refused),
+            client_timeouts: get(&p.client_timeouts),
+            local_errors: get(&p.local_errors),
+            queued: get(&p.queued),
+            queue_timeouts: get(&p.queue_timeouts),
+            parked_connections: p.parked_connections.get(),
+            connection_cap: self.proxy.connection_cap(),
+            fd_limit: crate::limits::fd_limit(),
             loops_refused: get(&p.loops_refused),
-            client_connections: get(&p.client_connections),
+            client_connections: p.client_connections.get(),
             closed_by_drain: get(&p.closed_by_drain),
             lost_in_flight: get(&p.lost_in_flight),
             store: self.store.as_ref().map(|s| s.view()),

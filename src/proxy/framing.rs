@@ -1,27 +1,26 @@
-//! Request-smuggling guard: watches the bytes a client sends, request head by
-//! request head, and remembers the first head that carries both
-//! `Content-Length` and `Transfer-Encoding`.
+//! Request-smuggling guard: follows the bytes a client sends, request head
+//! by request head, and flags every head that carries both `Content-Length`
+//! and `Transfer-Encoding`.
 //!
-//! hyper resolves that conflict itself (RFC 9112 §6.3: chunked wins, the
-//! connection closes afterwards) and drops `Content-Length` before the proxy
-//! sees the request, so the conflict can only be seen on the wire. The proxy
-//! answers such a request 400 instead of forwarding it.
+//! hyper resolves that conflict itself (RFC 9112 §6.3: chunked wins) and
+//! drops `Content-Length` before the proxy sees the request, so the conflict
+//! can only be seen on the wire. The proxy answers such a request 400 and
+//! closes, instead of forwarding it — without exception: the guard follows
+//! the framing (fixed length or chunked, skipping body bytes by count, never
+//! looking at them) to find where each head starts; lines of any length are
+//! read (the start of a framing field's value and its end are kept); a
+//! request with `Upgrade` is framed like any other until the proxy says the
+//! connection became a tunnel; and when the stream stops making sense (a
+//! malformed chunk size, two lengths), every later request on the connection
+//! is refused rather than trusted.
 //!
-//! The guard follows the message framing (fixed length or chunked) to find
-//! where each head starts. Whenever it is unsure — an upgrade, a line too long
-//! to keep, a malformed size — it stops watching; hyper's own parser still
-//! frames every request, so giving up never lets a request through unframed.
+//! It also serves `HTTP/1.2` (or any 1.x above 1.1) as 1.1, as RFC 9110 §6.2
+//! asks: the minor digit is rewritten in place before hyper reads it.
 
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// Longest line kept: request lines and header lines beyond it are only
-/// scanned for their end, and a framing header beyond it stops the guard.
-const LINE_CAP: usize = 256;
+/// Bytes kept from the start of a line (and from its end).
+const KEEP: usize = 64;
 
 /// Shared between a connection's guard and its request handler.
 #[derive(Debug)]
@@ -30,6 +29,10 @@ pub struct FramingWatch {
     ambiguous: AtomicU64,
     /// Requests handed to the proxy so far on this connection.
     served: AtomicU64,
+    /// The stream stopped making sense: refuse everything after it.
+    broken_from: AtomicU64,
+    /// The connection is a tunnel now: stop watching.
+    tunnel: AtomicBool,
 }
 
 impl Default for FramingWatch {
@@ -37,22 +40,36 @@ impl Default for FramingWatch {
         FramingWatch {
             ambiguous: AtomicU64::new(u64::MAX),
             served: AtomicU64::new(0),
+            broken_from: AtomicU64::new(u64::MAX),
+            tunnel: AtomicBool::new(false),
         }
     }
 }
 
 impl FramingWatch {
-    /// Called once per request, in order: is this request's head the one
-    /// that carried both `Content-Length` and `Transfer-Encoding`?
+    /// Called once per request, in order: must this request be refused
+    /// (its head carried both framing fields, or came after bytes that did
+    /// not frame)?
     pub fn next_is_ambiguous(&self) -> bool {
         let index = self.served.fetch_add(1, Ordering::Relaxed);
-        self.ambiguous.load(Ordering::Acquire) == index
+        self.ambiguous.load(Ordering::Acquire) == index || index >= self.broken_from.load(Ordering::Acquire)
+    }
+
+    /// The connection became a tunnel (101): its bytes are not HTTP now.
+    pub fn became_tunnel(&self) {
+        self.tunnel.store(true, Ordering::Release);
     }
 
     fn flag(&self, index: u64) {
         let _ = self
             .ambiguous
             .compare_exchange(u64::MAX, index, Ordering::Release, Ordering::Relaxed);
+    }
+
+    fn broken(&self, from: u64) {
+        let _ = self
+            .broken_from
+            .compare_exchange(u64::MAX, from, Ordering::Release, Ordering::Relaxed);
     }
 }
 
@@ -71,7 +88,9 @@ enum Phase {
     ChunkEnd,
     /// Trailer lines after the last chunk.
     Trailer,
-    /// No longer watching (upgrade, or unsure).
+    /// The stream stopped framing: every later head is refused.
+    Broken,
+    /// A tunnel: not watching.
     Off,
 }
 
@@ -82,17 +101,33 @@ struct HeadFacts {
     content_length: Option<u64>,
     transfer_encoding: bool,
     chunked: bool,
-    upgrade: bool,
+    /// Two different lengths, or one that is not a number.
+    bad_length: bool,
+}
+
+/// Where the scanner is in a request line, byte by byte (for the version).
+#[derive(Debug, Default, Clone, Copy)]
+struct RequestLine {
+    /// Spaces seen.
+    spaces: u8,
+    /// The version token's first bytes (after the second space).
+    version: [u8; 7],
+    /// Bytes of the version token seen.
+    version_len: u8,
 }
 
 /// Incremental scanner of request framing; see the module docs.
 #[derive(Debug)]
 pub struct FramingScanner {
     phase: Phase,
-    line: [u8; LINE_CAP],
+    /// The first [`KEEP`] bytes of the current line.
+    start: [u8; KEEP],
+    start_len: usize,
+    /// The last [`KEEP`] bytes of the current line (a ring).
+    tail: [u8; KEEP],
     line_len: usize,
-    line_truncated: bool,
     head: HeadFacts,
+    request_line: RequestLine,
     heads: u64,
 }
 
@@ -100,25 +135,41 @@ impl Default for FramingScanner {
     fn default() -> Self {
         FramingScanner {
             phase: Phase::Head,
-            line: [0; LINE_CAP],
+            start: [0; KEEP],
+            start_len: 0,
+            tail: [0; KEEP],
             line_len: 0,
-            line_truncated: false,
             head: HeadFacts::default(),
+            request_line: RequestLine::default(),
             heads: 0,
         }
     }
 }
 
 impl FramingScanner {
-    /// Scans `bytes`, the next ones the client sent; calls `flag(index)` for
-    /// every head (counted from 0) with both framing headers.
-    pub fn scan(&mut self, mut bytes: &[u8], flag: &mut impl FnMut(u64)) {
+    /// True while part of a request head has arrived but not all of it.
+    pub fn in_head(&self) -> bool {
+        self.phase == Phase::Head && (self.head.seen_request_line || self.line_len > 0)
+    }
+
+    /// True when the next byte would start a new request head.
+    pub fn between_requests(&self) -> bool {
+        self.phase == Phase::Head && !self.in_head()
+    }
+
+    /// Scans `bytes`, the next ones the client sent, rewriting an `HTTP/1.x`
+    /// version above 1.1 in place; tells `watch` of every head with both
+    /// framing headers and of a stream that stopped framing.
+    pub fn scan(&mut self, mut bytes: &mut [u8], watch: &FramingWatch) {
+        if watch.tunnel.load(Ordering::Acquire) {
+            self.phase = Phase::Off;
+        }
         while !bytes.is_empty() {
             match self.phase {
-                Phase::Off => return,
+                Phase::Off | Phase::Broken => return,
                 Phase::Fixed(n) | Phase::ChunkData(n) => {
                     let take = n.min(bytes.len() as u64);
-                    bytes = &bytes[take as usize..];
+                    bytes = &mut bytes[take as usize..];
                     let left = n - take;
                     self.phase = match (self.phase, left) {
                         (Phase::Fixed(_), 0) => Phase::Head,
@@ -128,108 +179,173 @@ impl FramingScanner {
                     };
                 }
                 Phase::Head | Phase::ChunkSize | Phase::ChunkEnd | Phase::Trailer => {
-                    let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
-                        self.keep(bytes);
-                        return;
-                    };
-                    self.keep(&bytes[..end]);
-                    bytes = &bytes[end + 1..];
-                    self.end_of_line(flag);
+                    let end = memchr::memchr(b'\n', bytes);
+                    let len = end.unwrap_or(bytes.len());
+                    let line_part = &mut bytes[..len];
+                    if self.phase == Phase::Head && !self.head.seen_request_line {
+                        self.request_line_bytes(line_part);
+                    }
+                    self.keep(line_part);
+                    let Some(end) = end else { return };
+                    bytes = &mut bytes[end + 1..];
+                    self.end_of_line(watch);
+                    self.start_len = 0;
                     self.line_len = 0;
-                    self.line_truncated = false;
                 }
             }
+        }
+    }
+
+    /// Follows the request line to its version and serves 1.x above 1.1 as 1.1.
+    fn request_line_bytes(&mut self, part: &mut [u8]) {
+        let rl = &mut self.request_line;
+        for b in part.iter_mut() {
+            if *b == b' ' {
+                rl.spaces = rl.spaces.saturating_add(1);
+                continue;
+            }
+            if rl.spaces != 2 || *b == b'\r' {
+                continue;
+            }
+            match rl.version_len {
+                n @ 0..7 => rl.version[usize::from(n)] = *b,
+                7 if (b'2'..=b'9').contains(b) && rl.version.eq_ignore_ascii_case(b"HTTP/1.") => *b = b'1',
+                _ => {}
+            }
+            rl.version_len = rl.version_len.saturating_add(1);
         }
     }
 
     fn keep(&mut self, part: &[u8]) {
-        let room = LINE_CAP - self.line_len;
+        let room = KEEP - self.start_len;
         let n = part.len().min(room);
-        self.line[self.line_len..self.line_len + n].copy_from_slice(&part[..n]);
-        self.line_len += n;
-        if part.len() > room {
-            self.line_truncated = true;
+        self.start[self.start_len..self.start_len + n].copy_from_slice(&part[..n]);
+        self.start_len += n;
+        let skip = part.len().saturating_sub(KEEP);
+        for (i, &b) in part[skip..].iter().enumerate() {
+            self.tail[(self.line_len + skip + i) % KEEP] = b;
+        }
+        self.line_len += part.len();
+    }
+
+    /// The line's last bytes (up to [`KEEP`]), a trailing CR removed.
+    fn line_end(&self) -> Vec<u8> {
+        let n = self.line_len.min(KEEP);
+        let mut end: Vec<u8> = (self.line_len - n..self.line_len).map(|i| self.tail[i % KEEP]).collect();
+        if end.last() == Some(&b'\r') {
+            end.pop();
+        }
+        end
+    }
+
+    /// The line's first bytes, a trailing CR removed when the line is short.
+    fn line_start(&self) -> &[u8] {
+        let kept = &self.start[..self.start_len];
+        if self.line_len == self.start_len {
+            kept.strip_suffix(b"\r").unwrap_or(kept)
+        } else {
+            kept
         }
     }
 
-    fn end_of_line(&mut self, flag: &mut impl FnMut(u64)) {
-        if !self.line_truncated && self.line[..self.line_len].ends_with(b"\r") {
-            self.line_len -= 1;
-        }
-        let line = &self.line[..self.line_len];
-        let line_empty = line.is_empty() && !self.line_truncated;
+    fn is_empty_line(&self) -> bool {
+        self.line_len == 0 || (self.line_len == 1 && self.start[0] == b'\r')
+    }
+
+    fn end_of_line(&mut self, watch: &FramingWatch) {
+        let empty = self.is_empty_line();
         match self.phase {
-            Phase::Head if line_empty => {
+            Phase::Head if empty => {
                 // Empty lines before a request line are allowed and skipped.
                 if self.head.seen_request_line {
-                    self.phase = self.end_of_head(flag);
+                    self.phase = self.end_of_head(watch);
                 }
             }
             Phase::Head => self.header_line(),
             Phase::ChunkSize => {
-                self.phase = match chunk_size(line).filter(|_| !self.line_truncated) {
+                self.phase = match chunk_size(self.line_start()) {
                     Some(0) => Phase::Trailer,
                     Some(n) => Phase::ChunkData(n),
-                    None => Phase::Off,
+                    None => self.broken(watch),
                 };
             }
-            Phase::ChunkEnd => self.phase = if line_empty { Phase::ChunkSize } else { Phase::Off },
-            Phase::Trailer if line_empty => self.phase = Phase::Head,
-            Phase::Trailer | Phase::Fixed(_) | Phase::ChunkData(_) | Phase::Off => {}
+            Phase::ChunkEnd if empty => self.phase = Phase::ChunkSize,
+            Phase::ChunkEnd => self.phase = self.broken(watch),
+            Phase::Trailer if empty => self.phase = Phase::Head,
+            Phase::Trailer | Phase::Fixed(_) | Phase::ChunkData(_) | Phase::Broken | Phase::Off => {}
         }
+    }
+
+    /// The stream stopped making sense: the request being read (and every
+    /// one after) is refused.
+    fn broken(&self, watch: &FramingWatch) -> Phase {
+        watch.broken(self.heads.saturating_sub(1));
+        Phase::Broken
     }
 
     fn header_line(&mut self) {
-        let line = &self.line[..self.line_len];
         if !self.head.seen_request_line {
             self.head.seen_request_line = true;
-            if line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"CONNECT ") {
-                self.head.upgrade = true;
-            }
             return;
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        // Only `Content-Length` and `Transfer-Encoding` matter here.
+        if !matches!(self.start[0], b'c' | b'C' | b't' | b'T') {
+            return;
+        }
+        let mut copy = [0u8; KEEP];
+        let kept = self.line_start().len();
+        copy[..kept].copy_from_slice(&self.start[..kept]);
+        let start = &copy[..kept];
+        let Some(colon) = start.iter().position(|&b| b == b':') else {
             return;
         };
-        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        let name = &start[..colon];
         if name.eq_ignore_ascii_case(b"content-length") {
-            match parse_decimal(value).filter(|_| !self.line_truncated) {
+            let whole = self.line_len == self.start_len;
+            let value = trim(&start[colon + 1..]);
+            match parse_decimal(value).filter(|_| whole) {
                 Some(n) if self.head.content_length.is_none_or(|prev| prev == n) => self.head.content_length = Some(n),
-                _ => self.phase = Phase::Off,
+                _ => {
+                    self.head.content_length = Some(u64::MAX);
+                    self.head.bad_length = true;
+                }
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if self.line_truncated {
-                self.phase = Phase::Off;
-                return;
-            }
             self.head.transfer_encoding = true;
+            let end = self.line_end();
+            let value = if self.line_len == self.start_len {
+                trim(&start[colon + 1..]).to_vec()
+            } else {
+                end
+            };
             let last = value.rsplit(|&b| b == b',').next().map(trim).unwrap_or_default();
             self.head.chunked = last.eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            self.head.upgrade = true;
         }
     }
 
-    fn end_of_head(&mut self, flag: &mut impl FnMut(u64)) -> Phase {
+    fn end_of_head(&mut self, watch: &FramingWatch) -> Phase {
         let head = std::mem::take(&mut self.head);
+        self.request_line = RequestLine::default();
         let index = self.heads;
         self.heads += 1;
         if head.transfer_encoding && head.content_length.is_some() {
-            flag(index);
+            watch.flag(index);
+        }
+        if head.bad_length && !head.transfer_encoding {
+            // hyper refuses it and closes; nothing after it is trusted.
+            return self.broken(watch);
         }
         match head {
-            HeadFacts { upgrade: true, .. } => Phase::Off,
             HeadFacts {
                 transfer_encoding: true,
-                chunked,
+                chunked: true,
                 ..
-            } => {
-                if chunked {
-                    Phase::ChunkSize
-                } else {
-                    Phase::Off
-                }
-            }
+            } => Phase::ChunkSize,
+            // A request coding that does not end in chunked is refused
+            // (hyper: 400, the proxy: 501); nothing after it frames.
+            HeadFacts {
+                transfer_encoding: true, ..
+            } => self.broken(watch),
             HeadFacts {
                 content_length: Some(n),
                 ..
@@ -256,9 +372,11 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
     Some(s.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
+/// The size of a chunk-size line, extensions ignored (only the digits,
+/// which come first, need to be kept).
 fn chunk_size(line: &[u8]) -> Option<u64> {
     let digits = trim(line.split(|&b| b == b';').next().unwrap_or_default());
-    if digits.is_empty() || digits.len() > 15 {
+    if digits.is_empty() || digits.len() > 15 || digits.len() == KEEP {
         return None;
     }
     digits
@@ -266,82 +384,30 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
         .try_fold(0u64, |n, &d| Some(n * 16 + u64::from((d as char).to_digit(16)?)))
 }
 
-/// A client connection seen through a [`FramingScanner`].
-#[derive(Debug)]
-pub struct FramingGuard<S> {
-    inner: S,
-    scanner: FramingScanner,
-    watch: std::sync::Arc<FramingWatch>,
-}
-
-impl<S> FramingGuard<S> {
-    /// Watches what `inner` reads; findings go to `watch`.
-    pub fn new(inner: S, watch: std::sync::Arc<FramingWatch>) -> Self {
-        FramingGuard {
-            inner,
-            scanner: FramingScanner::default(),
-            watch,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let watch = &this.watch;
-            this.scanner.scan(&buf.filled()[before..], &mut |i| watch.flag(i));
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Heads flagged when `input` arrives in pieces of `step` bytes.
-    fn flagged(input: &[u8], step: usize) -> (Vec<u64>, u64, Phase) {
+    /// The requests refused (by index, of `requests`) when `input` arrives in
+    /// pieces of `step` bytes, and the bytes as hyper would see them.
+    fn refused(input: &[u8], step: usize, requests: u64) -> (Vec<u64>, Vec<u8>) {
         let mut scanner = FramingScanner::default();
-        let mut found = Vec::new();
+        let watch = FramingWatch::default();
+        let mut seen = Vec::new();
         for piece in input.chunks(step) {
-            scanner.scan(piece, &mut |i| found.push(i));
+            let mut piece = piece.to_vec();
+            scanner.scan(&mut piece, &watch);
+            seen.extend_from_slice(&piece);
         }
-        (found, scanner.heads, scanner.phase)
+        let refused = (0..requests).filter(|_| watch.next_is_ambiguous()).collect();
+        (refused, seen)
     }
 
-    fn every_split(input: &[u8]) -> (Vec<u64>, u64, Phase) {
-        let whole = flagged(input, input.len());
+    /// The same answer whatever the pieces.
+    fn every_split(input: &[u8], requests: u64) -> Vec<u64> {
+        let (whole, _) = refused(input, input.len(), requests);
         for step in 1..input.len() {
-            assert_eq!(flagged(input, step), whole, "split every {step} bytes");
+            assert_eq!(refused(input, step, requests).0, whole, "split every {step} bytes");
         }
         whole
     }
@@ -349,44 +415,86 @@ mod tests {
     #[test]
     fn fixed_length_and_chunked_bodies_are_skipped() {
         let input = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 25\r\n\r\nGET / HTTP/1.1\r\nX: y\r\n\r\n\
-POST /b HTTP/1.1\r\ntransfer-encoding: gzip, Chunked\r\n\r\n\
+POST /b HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n\
 5;ext=1\r\nhello\r\n20\r\nContent-Length: 1\r\n\r\nabcdefghijk\r\n0\r\nTrailer: t\r\n\r\n\
 GET /c HTTP/1.1\r\n\r\n";
-        assert_eq!(every_split(input), (vec![], 3, Phase::Head));
+        assert!(every_split(input, 3).is_empty());
     }
 
     #[test]
     fn both_framing_headers_are_flagged_in_either_order() {
         let te_first = b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n";
-        assert_eq!(every_split(te_first).0, vec![1]);
+        assert_eq!(every_split(te_first, 2), vec![1]);
         let cl_first = b"POST / HTTP/1.1\r\ncontent-length: 4\r\nTRANSFER-ENCODING:  chunked \r\n\r\n0\r\n\r\n";
-        assert_eq!(every_split(cl_first).0, vec![0]);
+        assert_eq!(every_split(cl_first, 1), vec![0]);
     }
 
     #[test]
     fn bare_line_feeds_and_leading_empty_lines_count_as_lines() {
         let input = b"\r\n\nPOST / HTTP/1.1\nContent-Length: 3\nTransfer-Encoding: chunked\n\n0\n\n";
-        assert_eq!(every_split(input), (vec![0], 1, Phase::Head));
+        assert_eq!(every_split(input, 1), vec![0]);
     }
 
     #[test]
-    fn upgrades_and_anything_unclear_stop_the_watch() {
-        let upgrade =
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(every_split(upgrade), (vec![], 1, Phase::Off));
-        let connect = b"CONNECT a:1 HTTP/1.1\r\n\r\n";
-        assert_eq!(every_split(connect).2, Phase::Off);
-        let bad_size = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
-        assert_eq!(every_split(bad_size).2, Phase::Off);
-        let two_lengths = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
-        assert_eq!(every_split(two_lengths).2, Phase::Off);
-        let long = [
-            b"POST / HTTP/1.1\r\nContent-Length: ".as_slice(),
-            &[b'1'; 300],
-            b"\r\n\r\n",
+    fn an_upgrade_header_does_not_stop_the_watch() {
+        let input = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\
+POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(every_split(input, 2), vec![1]);
+    }
+
+    #[test]
+    fn a_tunnel_is_not_watched() {
+        let watch = FramingWatch::default();
+        let mut scanner = FramingScanner::default();
+        let mut head = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        scanner.scan(&mut head, &watch);
+        assert!(!watch.next_is_ambiguous());
+        watch.became_tunnel();
+        let mut frames = b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        scanner.scan(&mut frames, &watch);
+        assert!(!watch.next_is_ambiguous());
+    }
+
+    #[test]
+    fn long_lines_never_blind_the_guard() {
+        let long_te = [
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: ".as_slice(),
+            &[b'x'; 300],
+            b", chunked\r\n\r\n0\r\n\r\n",
         ]
         .concat();
-        assert_eq!(every_split(&long).2, Phase::Off);
+        assert_eq!(every_split(&long_te, 1), vec![0]);
+        let long_cl = [
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: ".as_slice(),
+            &[b'1'; 300],
+            b"\r\n\r\n0\r\n\r\n",
+        ]
+        .concat();
+        assert_eq!(every_split(&long_cl, 1), vec![0]);
+        // A long chunk extension, then a smuggling attempt: still seen.
+        let long_ext = [
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;".as_slice(),
+            &[b'e'; 300],
+            b"\r\nhello\r\n0\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ]
+        .concat();
+        assert_eq!(every_split(&long_ext, 2), vec![1]);
+        // A chunk size longer than any real one: nothing after it is trusted.
+        let long_size = [
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".as_slice(),
+            &[b'0'; 300],
+            b"5\r\nhello\r\n0\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+        ]
+        .concat();
+        assert_eq!(every_split(&long_size, 2), vec![0, 1]);
+    }
+
+    #[test]
+    fn unframeable_streams_refuse_what_follows() {
+        let bad_size = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(every_split(bad_size, 2), vec![0, 1]);
+        let two_lengths = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nabGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(every_split(two_lengths, 2), vec![0, 1]);
     }
 
     #[test]
@@ -399,6 +507,22 @@ GET /c HTTP/1.1\r\n\r\n";
             b"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
         ]
         .concat();
-        assert_eq!(every_split(&input), (vec![], 2, Phase::Head));
+        assert!(every_split(&input, 97).is_empty());
+    }
+
+    #[test]
+    fn http_1_2_is_read_as_1_1_whatever_the_split() {
+        let input = b"GET / HTTP/1.2\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\n\r\nGET /y HTTP/2.0\r\n\r\n";
+        for step in 1..input.len() {
+            let (_, seen) = refused(input, step, 3);
+            assert_eq!(
+                seen,
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\n\r\nGET /y HTTP/2.0\r\n\r\n",
+                "split every {step}"
+            );
+        }
+        let long_target = [b"GET /".as_slice(), &[b'a'; 200], b" HTTP/1.9\r\n\r\n"].concat();
+        let (_, seen) = refused(&long_target, 13, 1);
+        assert!(seen.ends_with(b" HTTP/1.1\r\n\r\n"), "{}", String::from_utf8_lossy(&seen));
     }
 }

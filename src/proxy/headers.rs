@@ -8,41 +8,49 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::router::affinity::trim_bytes;
 
-/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Fields that describe one hop and are never forwarded (RFC 9110 §7.6.1);
+/// `Upgrade` goes too unless the connection is being upgraded.
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 
-/// True when the request asks to switch protocols (WebSocket and the like).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// Removes hop-by-hop headers, including those the `Connection` header
-/// names. An upgrade keeps `Connection: upgrade` and `Upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
+/// The tokens of every `Connection` field, as bytes.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && *n == header::UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(trim_bytes)
+        .filter(|t| !t.is_empty())
+}
+
+/// True when the request asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// True when `Connection` names `token` (e.g. `close`, `keep-alive`).
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Removes hop-by-hop fields, including those `Connection` names — but
+/// never `Host`, which no hop may take away. An upgrade keeps
+/// `Connection: upgrade` and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .filter(|n| *n != header::HOST && !(upgrade && *n == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
@@ -54,25 +62,51 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// True when a `TE` field asks for trailers.
+pub fn te_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| trim_bytes(t.split(|&b| b == b';').next().unwrap_or_default()).eq_ignore_ascii_case(b"trailers"))
+    })
+}
+
+/// The transfer codings a `Transfer-Encoding` field lists, but `chunked`.
+pub fn other_codings(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(trim_bytes)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"))
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect()
+}
+
 /// The peer's address as a header value, made once per client connection
 /// so that [`add_forwarded`] does not format it for every request.
 pub fn peer_value(peer: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value")
 }
 
-/// Appends the peer (see [`peer_value`]) to `X-Forwarded-For` and sets
+/// Adds the peer (see [`peer_value`]) to `X-Forwarded-For` — every hop the
+/// request already lists is kept, in order, in one field — and sets
 /// `X-Forwarded-Proto`.
 pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) => {
-            let mut joined = Vec::with_capacity(prior.len() + 2 + peer.len());
-            joined.extend_from_slice(prior.as_bytes());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(peer.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
+    let mut prior = headers.get_all(&xff).iter();
+    let value = match (prior.next(), prior.next()) {
+        (None, _) => Some(peer.clone()),
+        (Some(one), None) => join(&[one.as_bytes(), peer.as_bytes()]),
+        (Some(_), Some(_)) => {
+            let hops: Vec<&[u8]> = headers
+                .get_all(&xff)
+                .iter()
+                .map(|v| trim_bytes(v.as_bytes()))
+                .chain([peer.as_bytes()])
+                .collect();
+            join(&hops)
         }
-        None => Some(peer.clone()),
     };
     if let Some(v) = value {
         headers.insert(xff, v);
@@ -81,6 +115,48 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue) {
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),
     );
+}
+
+fn join(parts: &[&[u8]]) -> Option<HeaderValue> {
+    let mut joined = Vec::with_capacity(parts.iter().map(|p| p.len() + 2).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(p);
+    }
+    HeaderValue::from_bytes(&joined).ok()
+}
+
+/// Makes a response no shared cache may keep (it carries one client's
+/// balancer cookie): `Cache-Control: private`, replacing `public`, as
+/// HAProxy's `cookie … nocache` does; `no-store` and `private` stay.
+pub fn make_private(headers: &mut HeaderMap) {
+    let directives: Vec<String> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|d| String::from_utf8_lossy(trim_bytes(d)).into_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
+    let already = directives.iter().any(|d| {
+        let name = d.split('=').next().unwrap_or("").trim();
+        name.eq_ignore_ascii_case("private") || name.eq_ignore_ascii_case("no-store")
+    });
+    if already {
+        return;
+    }
+    let mut kept: Vec<String> = directives
+        .into_iter()
+        .filter(|d| {
+            let name = d.split('=').next().unwrap_or("").trim();
+            !name.eq_ignore_ascii_case("public") && !name.eq_ignore_ascii_case("s-maxage")
+        })
+        .collect();
+    kept.insert(0, "private".into());
+    if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
+        headers.insert(header::CACHE_CONTROL, v);
+    }
 }
 
 /// Removes the cookie `name` from every `Cookie` header (HAProxy's
@@ -144,23 +220,54 @@ mod tests {
     use crate::testing::headers as map;
 
     #[test]
-    fn hop_by_hop_headers_go_and_named_ones_too() {
+    fn hop_by_hop_headers_go_and_named_ones_too_but_never_host() {
         let mut h = map(&[
-            ("connection", "keep-alive, x-private"),
+            ("connection", "keep-alive, x-private, host"),
             ("keep-alive", "timeout=5"),
             ("x-private", "secret"),
             ("te", "trailers"),
             ("upgrade", "websocket"),
             ("host", "example"),
+            ("trailer", "x-checksum"),
         ]);
         strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1);
+        assert_eq!(h.len(), 2, "{h:?}");
         assert!(h.contains_key("host"));
+        assert!(h.contains_key("trailer"), "Trailer describes the message, not the hop");
         let mut up = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade(&up));
         strip_hop_by_hop(&mut up, true);
         assert_eq!(up.get("upgrade").unwrap(), "websocket");
         assert_eq!(up.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn every_forwarded_hop_is_kept_in_one_field() {
+        let mut h = map(&[("x-forwarded-for", "192.0.2.1"), ("x-forwarded-for", " 192.0.2.2 ")]);
+        add_forwarded(&mut h, &peer_value("127.0.0.1".parse().unwrap()));
+        let all: Vec<&str> = h.get_all("x-forwarded-for").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(all, ["192.0.2.1, 192.0.2.2, 127.0.0.1"]);
+    }
+
+    #[test]
+    fn a_session_answer_is_made_private() {
+        let mut public = map(&[("cache-control", "public, max-age=60")]);
+        make_private(&mut public);
+        assert_eq!(public.get("cache-control").unwrap(), "private, max-age=60");
+        let mut none = HeaderMap::new();
+        make_private(&mut none);
+        assert_eq!(none.get("cache-control").unwrap(), "private");
+        let mut no_store = map(&[("cache-control", "no-store")]);
+        make_private(&mut no_store);
+        assert_eq!(no_store.get("cache-control").unwrap(), "no-store");
+    }
+
+    #[test]
+    fn codings_and_trailers_are_read() {
+        assert!(te_trailers(&map(&[("te", "gzip;q=0.5, trailers")])));
+        assert!(!te_trailers(&map(&[("te", "gzip")])));
+        assert_eq!(other_codings(&map(&[("transfer-encoding", "gzip, chunked")])), ["gzip"]);
+        assert!(other_codings(&map(&[("transfer-encoding", "Chunked")])).is_empty());
     }
 
     #[test]

@@ -1,22 +1,31 @@
 //! A lock-free latency histogram: log-scale buckets of microseconds with four
 //! steps per power of two (≤ 19% error), enough for p50/p99 on a dashboard.
+//! Each proxy thread records into buckets of its own (see [`crate::counter`]);
+//! a reader merges them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::counter::{SLOTS, slot};
+
 const STEPS: u32 = 4;
 const BUCKETS: usize = 34 * STEPS as usize;
+
+/// One thread's buckets, on cache lines of their own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Buckets([AtomicU64; BUCKETS]);
 
 /// Counts of observed latencies by bucket.
 #[derive(Debug)]
 pub struct Latency {
-    buckets: [AtomicU64; BUCKETS],
+    slots: Box<[Buckets; SLOTS]>,
 }
 
 impl Default for Latency {
     fn default() -> Self {
         Latency {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            slots: Box::new(std::array::from_fn(|_| Buckets(std::array::from_fn(|_| AtomicU64::new(0))))),
         }
     }
 }
@@ -46,17 +55,32 @@ fn bucket_floor(b: usize) -> u64 {
 impl Latency {
     /// Records one observation.
     pub fn record(&self, d: Duration) {
-        self.buckets[bucket_of(d.as_micros() as u64)].fetch_add(1, Ordering::Relaxed);
+        self.slots[slot()].0[bucket_of(d.as_micros() as u64)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn merged(&self) -> Vec<u64> {
+        (0..BUCKETS)
+            .map(|b| self.slots.iter().map(|s| s.0[b].load(Ordering::Relaxed)).sum())
+            .collect()
+    }
+
+    /// Forgets every observation (a lesson starts afresh).
+    pub fn reset(&self) {
+        for s in self.slots.iter() {
+            for b in &s.0 {
+                b.store(0, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Observations so far.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+        self.merged().iter().sum()
     }
 
     /// The latency below which a share `q` (0–1) of observations fall; zero with none.
     pub fn quantile(&self, q: f64) -> Duration {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let counts = self.merged();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return Duration::ZERO;

@@ -1,14 +1,30 @@
-//! What the proxy keeps per backend: its connection pool, its latency, and
-//! its run of failed connects (passive health).
+//! What the proxy keeps per backend: its keep-alive connections, its cap on
+//! requests in flight with their queue, its latency, its run of failed
+//! connects (passive health), and the signal that closes its tunnels.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::client::{ConnLimit, Pool, PoolConfig, Timeouts};
 use super::latency::Latency;
-use super::pool::BackendPool;
+use super::signal::{Fired, Signal};
 use crate::router::{Backend, BackendId};
+
+/// How the connections to backends are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamConfig {
+    /// Idle keep-alive connections per backend and proxy thread.
+    pub max_idle: usize,
+    /// Limit on a TCP connect.
+    pub connect_timeout: Duration,
+    /// Requests in flight per backend, at most.
+    pub max_conns: usize,
+    /// Requests waiting for a place, at most (then 503 at once).
+    pub max_queue: usize,
+}
 
 /// One backend's proxy-side state.
 #[derive(Debug)]
@@ -16,11 +32,15 @@ pub struct Upstream {
     /// The router's backend.
     pub backend: Arc<Backend>,
     /// Keep-alive connections to it.
-    pub pool: BackendPool,
+    pub pool: Pool,
+    /// Requests in flight to it, capped, with a queue.
+    pub limit: ConnLimit,
     /// Time to response headers.
     pub latency: Latency,
     /// Failed connects in a row.
-    pub connect_failures: AtomicU32,
+    connect_failures: AtomicU32,
+    /// Fired to cut its tunnels (a kill, a drain's end, a removal).
+    closing: Arc<Signal>,
 }
 
 impl Upstream {
@@ -34,6 +54,18 @@ impl Upstream {
         if self.connect_failures.load(Ordering::Relaxed) != 0 {
             self.connect_failures.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Closes every connection to it: idle ones now, busy ones when their
+    /// exchange ends, tunnels now.
+    pub fn close_all(&self) {
+        self.pool.close_all();
+        self.closing.fire();
+    }
+
+    /// Resolves at the next [`Upstream::close_all`] (tunnels wait on it).
+    pub fn closing(&self) -> Fired {
+        self.closing.wait()
     }
 }
 
@@ -49,6 +81,11 @@ impl Upstreams {
         self.by_id.load().get(id.index()).and_then(Clone::clone)
     }
 
+    /// Every registered upstream.
+    pub fn all(&self) -> Vec<Arc<Upstream>> {
+        self.by_id.load().iter().flatten().cloned().collect()
+    }
+
     /// Forgets a removed backend's upstream (its pool and latency go).
     pub fn unregister(&self, id: BackendId) {
         self.by_id.rcu(|v| {
@@ -60,13 +97,22 @@ impl Upstreams {
         });
     }
 
-    /// Registers a backend (call once per id, when it is added).
-    pub fn register(&self, backend: &Arc<Backend>, max_idle: usize) -> Arc<Upstream> {
+    /// Registers a backend (when it is added; its id's slot is replaced).
+    pub fn register(&self, backend: &Arc<Backend>, config: UpstreamConfig) -> Arc<Upstream> {
         let upstream = Arc::new(Upstream {
-            pool: BackendPool::new(backend.addr, max_idle),
+            pool: Pool::new(
+                backend.addr,
+                PoolConfig {
+                    max_idle: config.max_idle,
+                    connect_timeout: config.connect_timeout,
+                    timeouts: Timeouts::default(),
+                },
+            ),
+            limit: ConnLimit::with_queue(config.max_conns.max(1), config.max_queue),
             backend: Arc::clone(backend),
             latency: Latency::default(),
             connect_failures: AtomicU32::new(0),
+            closing: Arc::default(),
         });
         self.by_id.rcu(|v| {
             let mut v = (**v).clone();
@@ -77,5 +123,12 @@ impl Upstreams {
             v
         });
         upstream
+    }
+
+    /// Gives every backend the same cap on requests in flight.
+    pub fn set_max_conns(&self, max: usize) {
+        for u in self.by_id.load().iter().flatten() {
+            u.limit.set_max(max.max(1));
+        }
     }
 }

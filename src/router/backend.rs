@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::RouterError;
+use crate::counter::{Counter, Gauge};
 use super::hash::KeyDomain;
 
 /// Weights a backend may have; a weight scales its virtual nodes.
@@ -189,13 +190,14 @@ impl Backend {
     }
 }
 
-/// Per-backend figures that the proxy and the router update concurrently.
+/// Per-backend figures that the proxy and the router update concurrently
+/// (each proxy thread on lines of its own).
 #[derive(Debug, Default)]
 pub struct BackendCounters {
     /// Connections (requests in flight or tunnels open) to this backend now.
-    pub active: AtomicU64,
+    pub active: Gauge,
     /// Requests routed here since it was added.
-    pub requests: AtomicU64,
+    pub requests: Counter,
     /// Live sessions held by this backend in each session table (by
     /// [`KeyDomain`]): O(1) to read.
     pub sessions: [AtomicU64; KeyDomain::COUNT],
@@ -204,7 +206,7 @@ pub struct BackendCounters {
 impl BackendCounters {
     /// Active connections now.
     pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
+        self.active.get()
     }
 
     /// Live sessions now in the table of `domain`.
@@ -219,7 +221,7 @@ impl BackendCounters {
 
     /// Requests routed so far.
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.requests.get()
     }
 }
 

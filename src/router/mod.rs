@@ -571,7 +571,7 @@ impl Router {
             c.store(0, Ordering::Relaxed);
         }
         for b in topo.members() {
-            b.counters.requests.store(0, Ordering::Relaxed);
+            b.counters.requests.reset();
         }
         *self.ledger.stats.last_remap.lock().unwrap_or_else(|e| e.into_inner()) = None;
         n

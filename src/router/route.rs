@@ -2,7 +2,6 @@
 //! redispatch when its backend cannot be reached; what a response teaches.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use http::HeaderMap;
 
@@ -44,7 +43,7 @@ impl Router {
         match &result {
             Ok(r) => {
                 inc(&stats.routed);
-                r.backend.counters.requests.fetch_add(1, Ordering::Relaxed);
+                r.backend.counters.requests.incr();
                 if self.ledger.events.wants_routed() {
                     self.ledger.events.emit(Event::Routed {
                         session: route_name(request.key, r),
@@ -224,7 +223,7 @@ impl Router {
             }
         }
         let backend = Arc::clone(topo.backend(to));
-        backend.counters.requests.fetch_add(1, Ordering::Relaxed);
+        backend.counters.requests.incr();
         if self.ledger.events.wants_routed() {
             self.ledger.events.emit(Event::Routed {
                 session: route.fingerprint.map(|fingerprint| SessionName {
