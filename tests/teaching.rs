@@ -10,6 +10,7 @@ use common::{Client, Lb, admin_json, test_config};
 use http::{Method, StatusCode};
 use ringside::bus::BusEvent;
 use ringside::demo::traffic::TrafficEvent;
+use ringside::experiment::scenario::{Lesson, LessonPlan, LessonState};
 use ringside::router::ChangeKind;
 
 fn ringside(args: &[&str]) -> std::process::Output {
@@ -259,4 +260,83 @@ async fn a_demo_client_is_followed_by_name_and_its_lost_login_is_recorded() {
     let (status, body) = admin_json(lb.admin, Method::POST, "/api/sessions/client-99/follow", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     lb.handle.shutdown().await;
+}
+
+/// Waits for the lesson's state to satisfy `done`, on the watch (no polling).
+async fn lesson_state(
+    state: &mut tokio::sync::watch::Receiver<LessonState>,
+    done: impl Fn(&LessonState) -> bool,
+) -> LessonState {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let s = state.borrow_and_update().clone();
+            if done(&s) {
+                return s;
+            }
+            state.changed().await.expect("the lesson runs");
+        }
+    })
+    .await
+    .expect("the lesson state within 30 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lesson_pauses_steps_finishes_and_replays_on_a_stage_set_again() {
+    let path = format!("{}/assets/scenarios/vnodes.toml", env!("CARGO_MANIFEST_DIR"));
+    let plan = LessonPlan::load(std::path::Path::new(&path)).unwrap();
+    assert_eq!(plan.headline, "vnodes — why virtual nodes.");
+    assert!(
+        plan.caption
+            .starts_with("With one position per backend the ring is cut"),
+        "{}",
+        plan.caption
+    );
+    let handle = ringside::app::bind_and_start(plan.config(), ringside::app::StartOptions { traffic: true })
+        .await
+        .unwrap();
+    // Four lesson seconds per wall second.
+    let lesson = Lesson::start(handle.clone(), plan, 4.0);
+    lesson.pause();
+    let mut state = lesson.state();
+    let s = lesson_state(&mut state, |s| s.paused).await;
+    assert_eq!((s.current, s.next, s.run), (None, Some(0), 1));
+    assert_eq!(s.steps[1].label, "150 vnodes");
+
+    lesson.step();
+    let s = lesson_state(&mut state, |s| s.current == Some(0)).await;
+    assert!(s.paused && s.steps[0].done && !s.steps[1].done);
+    assert_eq!((s.elapsed_secs, s.next), (1.5, Some(1)));
+    assert_eq!(s.checks.len(), 1);
+    assert!(s.checks[0].passed, "{:?}", s.checks);
+    assert_eq!(handle.router().vnodes(), 1);
+
+    lesson.step();
+    let s = lesson_state(&mut state, |s| s.current == Some(1)).await;
+    assert!(s.log.iter().any(|l| l.contains("150 vnodes")), "{:?}", s.log);
+    assert_eq!(handle.router().vnodes(), 150);
+    assert!(s.next_due.is_none(), "no countdown while paused");
+
+    lesson.resume();
+    let running = lesson_state(&mut state, |s| !s.paused).await;
+    assert!(running.next_due.is_some() && running.next_in_secs <= 1.5);
+    let report = tokio::time::timeout(Duration::from_secs(10), lesson.finished())
+        .await
+        .expect("the rest of the lesson within 10 s")
+        .unwrap();
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.checks.len(), 2);
+
+    // A replay sets the stage again (1 vnode a backend), so the first check holds again.
+    lesson.replay();
+    let s = lesson_state(&mut state, |s| s.run == 2 && !s.resetting).await;
+    assert!(s.report.is_none() && s.checks.is_empty());
+    assert!(s.log.iter().any(|l| l.contains("1 vnodes")), "{:?}", s.log);
+    let report = tokio::time::timeout(Duration::from_secs(10), lesson.finished())
+        .await
+        .expect("the replay within 10 s")
+        .unwrap();
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.checks.len(), 2);
+    drop(lesson);
+    handle.shutdown().await;
 }
