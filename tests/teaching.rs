@@ -200,17 +200,23 @@ async fn a_kill_shows_in_the_probe_the_moves_and_the_followed_history() {
     lb.handle.shutdown().await;
 }
 
-/// Polls an admin endpoint until `done` holds (the recorder runs on its own task).
+/// Reads an admin endpoint until `done` holds, again each time a followed
+/// session's history changes (the recorder runs on its own task).
 async fn wait_for(lb: &Lb, path: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = admin_json(lb.admin, Method::GET, path, None).await;
-        if status == StatusCode::OK && done(&body) {
-            return body;
+    let mut changed = lb.handle.shared().watch_follows();
+    let wait = async {
+        loop {
+            changed.borrow_and_update();
+            let (status, body) = admin_json(lb.admin, Method::GET, path, None).await;
+            if status == StatusCode::OK && done(&body) {
+                return body;
+            }
+            changed.changed().await.expect("ringside runs");
         }
-        assert!(tokio::time::Instant::now() < deadline, "{path}: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{path} within 10 s"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,16 +233,21 @@ async fn a_demo_client_is_followed_by_name_and_its_lost_login_is_recorded() {
         admin: handle.admin_addr(),
         handle,
     };
-    // client-1 has a session once its first answer set the balancer cookie.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let h = loop {
-        let (status, h) = admin_json(lb.admin, Method::POST, "/api/sessions/client-1/follow", None).await;
-        if status == StatusCode::OK {
-            break h;
+    // client-1 has a session once its first answer set the balancer cookie:
+    // try again at each event on the bus (the clients' requests make some).
+    let mut events = lb.handle.shared().bus.subscribe();
+    let follow = async {
+        loop {
+            let (status, h) = admin_json(lb.admin, Method::POST, "/api/sessions/client-1/follow", None).await;
+            if status == StatusCode::OK {
+                return h;
+            }
+            events.recv().await.expect("ringside runs");
         }
-        assert!(tokio::time::Instant::now() < deadline, "{h}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let h = tokio::time::timeout(Duration::from_secs(10), follow)
+        .await
+        .expect("client-1 has a session within 10 s");
     assert_eq!(h["history"]["client"], 1);
     let fingerprint = h["history"]["fingerprint"].as_str().unwrap().to_owned();
     // The clients' own report of a lost login, as it travels on the bus.

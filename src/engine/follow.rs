@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::Shared;
 use crate::bus::BusEvent;
@@ -199,17 +199,34 @@ struct Entry {
 }
 
 /// Every followed session's history. Owned by [`Shared`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Follows {
     entries: Mutex<HashMap<u64, Entry>>,
     /// Wakes the recorder when the first session is followed.
     wake: Notify,
     count: AtomicUsize,
+    /// Bumped whenever a history changes, for views to redraw.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Follows {
+    fn default() -> Self {
+        Follows {
+            entries: Mutex::default(),
+            wake: Notify::new(),
+            count: AtomicUsize::new(0),
+            changed: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Follows {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Sessions followed now.
@@ -244,6 +261,8 @@ impl Follows {
             to: name(to),
             why,
         });
+        drop(entries);
+        self.bump();
     }
 
     fn placed(&self, fingerprint: u64, backend: BackendId, at_ms: u64, name: &dyn Fn(BackendId) -> String) {
@@ -258,6 +277,8 @@ impl Follows {
             at_ms,
             backend: name(backend),
         });
+        drop(entries);
+        self.bump();
     }
 
     fn ended(&self, fingerprint: u64, why: EndWhy, at_ms: u64, name: &dyn Fn(BackendId) -> String) {
@@ -285,6 +306,7 @@ impl Follows {
     }
 
     fn lost_login(&self, client: usize, backend: Option<String>, at_ms: u64) {
+        let mut heard = false;
         for e in self.lock().values_mut() {
             if e.history.client == Some(client) {
                 e.history.lost_logins += 1;
@@ -292,7 +314,11 @@ impl Follows {
                     at_ms,
                     backend: backend.clone(),
                 });
+                heard = true;
             }
+        }
+        if heard {
+            self.bump();
         }
     }
 }
@@ -350,6 +376,7 @@ impl Shared {
         self.follows.recount(&entries);
         drop(entries);
         self.follows.wake.notify_one();
+        self.follows.bump();
         Ok(history)
     }
 
@@ -374,7 +401,17 @@ impl Shared {
         let mut entries = self.follows.lock();
         let was = entries.remove(&fingerprint).is_some();
         self.follows.recount(&entries);
+        drop(entries);
+        if was {
+            self.follows.bump();
+        }
         was
+    }
+
+    /// A number that grows whenever a followed session's history changes:
+    /// a view waits on it and redraws.
+    pub fn watch_follows(&self) -> watch::Receiver<u64> {
+        self.follows.changed.subscribe()
     }
 
     /// The history of followed session `fingerprint`.

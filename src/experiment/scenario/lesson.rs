@@ -320,11 +320,7 @@ async fn teach(
             let until = next.map_or(plan.scenario.duration_secs, |(at, _)| *at);
             let show = |clock: &LessonClock, recording: &Recording| {
                 publish.send_modify(|s| {
-                    s.elapsed_secs = clock.now();
-                    s.paused = clock.paused;
-                    s.next = next.map(|_| index);
-                    s.next_in_secs = (until - clock.now()).max(0.0);
-                    s.next_due = clock.due(until);
+                    schedule(s, clock, &plan, index);
                     s.checks = recording.checks().to_vec();
                 });
             };
@@ -364,6 +360,7 @@ async fn teach(
                 .act(&handle, at, action, &now, &mut |l: &str| lines.push(l.to_owned()))
                 .await;
             publish.send_modify(|s| {
+                schedule(s, &clock, &plan, index + 1);
                 s.current = Some(index);
                 if let Some(step) = s.steps.get_mut(index) {
                     step.done = true;
@@ -398,6 +395,7 @@ async fn teach(
         events.drain_into(&mut discarded);
         clock.set(0.0);
         publish.send_modify(|s| {
+            schedule(s, &clock, &plan, 0);
             s.resetting = false;
             s.run += 1;
             s.current = None;
@@ -409,6 +407,17 @@ async fn teach(
             }
         });
     }
+}
+
+/// Fills in the clock and the countdown to step `index` (or to the end).
+fn schedule(s: &mut LessonState, clock: &LessonClock, plan: &LessonPlan, index: usize) {
+    let next = plan.actions.get(index);
+    let until = next.map_or(plan.scenario.duration_secs, |(at, _)| *at);
+    s.elapsed_secs = clock.now();
+    s.paused = clock.paused;
+    s.next = next.map(|_| index);
+    s.next_in_secs = (until - clock.now()).max(0.0);
+    s.next_due = clock.due(until);
 }
 
 async fn sleep_until(due: Option<Instant>) {
