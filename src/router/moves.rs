@@ -71,8 +71,8 @@ pub struct Moves {
     /// The topology generation the change published.
     pub generation: u64,
     /// At most [`MOVES_SAMPLE`] of those sessions. When there are more, each
-    /// is listed with the same chance, chosen by its fingerprint, so the same
-    /// sessions stay listed from one change to the next.
+    /// is listed with the same chance, drawn by its fingerprint (a keyed
+    /// hash), so successive changes list mostly the same sessions.
     pub sessions: Vec<SessionMove>,
 }
 
