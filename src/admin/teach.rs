@@ -194,7 +194,8 @@ fn resolve(shared: &Shared, segment: &str, followed: bool) -> Result<u64, ApiErr
     }
 }
 
-/// Decodes `%XX` escapes (RFC 3986; `+` stays `+`); `None` when malformed.
+/// Decodes a query value as forms and `curl --data-urlencode` encode it:
+/// `%XX` escapes, and `+` for a space; `None` when an escape is malformed.
 fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -208,7 +209,7 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
             out.push(u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?);
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
             i += 1;
         }
     }
@@ -220,8 +221,9 @@ mod tests {
     use super::percent_decode;
 
     #[test]
-    fn percent_decoding_keeps_plus_and_refuses_broken_escapes() {
-        assert_eq!(percent_decode("a%20b+c%2F").unwrap(), b"a b+c/");
+    fn percent_decoding_reads_forms_and_refuses_broken_escapes() {
+        // What `curl -G --data-urlencode 'key=a b+c/'` sends.
+        assert_eq!(percent_decode("a+b%2bc%2F").unwrap(), b"a b+c/");
         assert_eq!(percent_decode("%e2%9c%93").unwrap(), "✓".as_bytes());
         assert!(percent_decode("%4").is_none());
         assert!(percent_decode("%zz").is_none());

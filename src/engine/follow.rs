@@ -238,13 +238,13 @@ impl Follows {
         self.count.store(entries.len(), Ordering::Relaxed);
     }
 
-    /// Records a move heard of or found, unless it was recorded already.
-    fn moved(
+    /// Records that the session is on `to` now — moved from `from` for
+    /// `why`, or placed when `from` is `None` — unless that is known already.
+    fn arrived(
         &self,
         fingerprint: u64,
-        from: BackendId,
         to: BackendId,
-        why: MoveWhy,
+        from: Option<(BackendId, MoveWhy)>,
         at_ms: u64,
         name: &dyn Fn(BackendId) -> String,
     ) {
@@ -255,27 +255,17 @@ impl Follows {
         }
         e.current = Some(to);
         e.history.backend = Some(name(to));
-        e.history.push(Happening::Moved {
-            at_ms,
-            from: name(from),
-            to: name(to),
-            why,
-        });
-        drop(entries);
-        self.bump();
-    }
-
-    fn placed(&self, fingerprint: u64, backend: BackendId, at_ms: u64, name: &dyn Fn(BackendId) -> String) {
-        let mut entries = self.lock();
-        let Some(e) = entries.get_mut(&fingerprint) else { return };
-        if e.current == Some(backend) {
-            return;
-        }
-        e.current = Some(backend);
-        e.history.backend = Some(name(backend));
-        e.history.push(Happening::Placed {
-            at_ms,
-            backend: name(backend),
+        e.history.push(match from {
+            Some((from, why)) => Happening::Moved {
+                at_ms,
+                from: name(from),
+                to: name(to),
+                why,
+            },
+            None => Happening::Placed {
+                at_ms,
+                backend: name(to),
+            },
         });
         drop(entries);
         self.bump();
@@ -469,10 +459,11 @@ pub(super) async fn record(shared: Arc<Shared>, mut shutdown: ShutdownSignal) {
                 }
                 BusEvent::Router(Event::SessionReassigned { session, from, to }) => {
                     let state = states.get(from).copied().unwrap_or(BackendState::Up);
-                    follows.moved(session.fingerprint, *from, *to, MoveWhy::leaving(state), at_ms, &name);
+                    let from = Some((*from, MoveWhy::leaving(state)));
+                    follows.arrived(session.fingerprint, *to, from, at_ms, &name);
                 }
                 BusEvent::Router(Event::SessionCreated { session, backend }) => {
-                    follows.placed(session.fingerprint, *backend, at_ms, &name);
+                    follows.arrived(session.fingerprint, *backend, None, at_ms, &name);
                 }
                 BusEvent::Router(Event::SessionEnded { session, reason, .. }) => {
                     follows.ended(session.fingerprint, EndWhy::from(*reason), at_ms, &name);
@@ -518,9 +509,9 @@ fn reconcile(shared: &Shared, states: &HashMap<BackendId, BackendState>) {
                 let state = states.get(&from).copied().unwrap_or(BackendState::Up);
                 shared
                     .follows
-                    .moved(fp, from, to, MoveWhy::leaving(state), at_ms, &name);
+                    .arrived(fp, to, Some((from, MoveWhy::leaving(state))), at_ms, &name);
             }
-            (None, Some(to)) => shared.follows.placed(fp, to, at_ms, &name),
+            (None, Some(to)) => shared.follows.arrived(fp, to, None, at_ms, &name),
             (Some(_), None) => {
                 let why = if now_secs.saturating_sub(last_seen) >= idle {
                     EndWhy::Expired
