@@ -13,11 +13,11 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::clock::Clock;
 use crate::demo::traffic::TrafficEvent;
-use crate::router::{Event, EventSink, Topology};
+use crate::router::{Event, EventSink, Moves, Topology};
 
 /// Per-request events let through in each 100 ms window.
 pub const SAMPLE_BUDGET: u64 = 40;
@@ -235,6 +235,8 @@ pub struct EventBus {
     /// The current 100 ms window, and how much of its budget is spent.
     window: AtomicU64,
     spent: AtomicU64,
+    /// The last topology change's moves: one value per change, never sampled.
+    moves: watch::Sender<Option<Arc<Moves>>>,
 }
 
 impl EventBus {
@@ -249,7 +251,14 @@ impl EventBus {
             sampled_out: AtomicU64::new(0),
             window: AtomicU64::new(0),
             spent: AtomicU64::new(0),
+            moves: watch::Sender::new(None),
         }
+    }
+
+    /// The last topology change's moves, now and at every change after:
+    /// a view that starts late still sees the last one.
+    pub fn watch_moves(&self) -> watch::Receiver<Option<Arc<Moves>>> {
+        self.moves.subscribe()
     }
 
     /// Publishes an event; never blocks.
@@ -314,6 +323,10 @@ impl EventSink for EventBus {
 
     fn wants_routed(&self) -> bool {
         self.subscribers.load(Ordering::Relaxed) > 0
+    }
+
+    fn moves(&self, moves: Arc<Moves>) {
+        self.moves.send_replace(Some(moves));
     }
 }
 

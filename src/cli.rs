@@ -241,6 +241,17 @@ pub struct RingArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Instead of the tables: this key's hash, ring position and clockwise
+    /// walk to its owner on this ring (after the change, if one is given).
+    #[arg(long, value_name = "KEY")]
+    pub probe: Option<String>,
+    /// With --probe: a backend failing its health checks; repeat for more.
+    #[arg(long, value_name = "NAME", requires = "probe")]
+    pub down: Vec<String>,
+    /// With --probe: how the key is read — app-cookie, header or query (as
+    /// text, alike) or source-ip (as an address).
+    #[arg(long, default_value = "app-cookie", requires = "probe")]
+    pub affinity: AffinityMode,
 }
 
 /// Options of `ringside sim`.
@@ -269,15 +280,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, Some(name)) => Some(experiment::Change::Add(name)),
                 (None, None) => None,
             };
-            let report = RingExperiment {
+            let experiment = RingExperiment {
                 backends: a.backends,
                 vnodes: a.vnodes,
                 keys: a.keys,
                 change,
                 placement: a.placement,
                 vnode_hash: a.vnode_hash,
+            };
+            if let Some(key) = &a.probe {
+                let probe = experiment.probe(key, a.affinity, &a.down)?;
+                if a.json {
+                    println!("{}", serde_json::to_string(&probe)?);
+                } else {
+                    print!("{probe}");
+                }
+                return Ok(());
             }
-            .run()?;
+            let report = experiment.run()?;
             let out = if a.json {
                 serde_json::to_string(&report.json())?
             } else {

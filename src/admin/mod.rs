@@ -11,6 +11,10 @@
 //! | POST | `/api/backends` | `{"name","addr","weight"}` or `{"demo":true}` |
 //! | DELETE | `/api/backends/{name}` | remove |
 //! | GET | `/api/sessions?backend=&limit=` | the session table (fingerprints, never keys) |
+//! | POST, DELETE | `/api/sessions/{session}/follow` | follow a session (fingerprint, `#` + 8 hex, address or `client-N`), or stop |
+//! | GET | `/api/sessions/{session}/history` | a followed session's backends, moves and why, lost logins |
+//! | GET | `/api/probe?key=…&mode=…` | a key's hash, position, clockwise walk with each skip's reason, owner, session |
+//! | GET | `/api/moves?limit=` | the last change's sessions (a sample): where each went, and where modulo would have |
 //! | GET | `/api/ring?offset=&limit=` | shares, and vnode positions (paged beyond 4,096) |
 //! | GET | `/api/stats` | counters and the last remap |
 //! | PUT | `/api/placement`, `/api/affinity` | `{"name": …}` |
@@ -23,6 +27,7 @@
 pub mod events;
 pub mod guard;
 mod metrics;
+pub mod teach;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -232,6 +237,11 @@ impl Api {
                 .run(Command::Remove((*name).to_owned()), &method, &path, peer)
                 .await),
             (&Method::GET, ["api", "sessions"]) => self.sessions(&query),
+            (&Method::GET, ["api", "sessions", session, "history"]) => teach::history(&self.shared, session),
+            (&Method::POST, ["api", "sessions", session, "follow"]) => teach::follow(&self.shared, session),
+            (&Method::DELETE, ["api", "sessions", session, "follow"]) => teach::unfollow(&self.shared, session),
+            (&Method::GET, ["api", "probe"]) => teach::probe(&self.shared, &query),
+            (&Method::GET, ["api", "moves"]) => teach::moves(&self.shared, &query),
             (&Method::GET, ["api", "ring"]) => self.ring(&query),
             (&Method::GET, ["api", "stats"]) => Ok(json_response(
                 StatusCode::OK,

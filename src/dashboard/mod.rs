@@ -7,6 +7,7 @@
 //! on quit, on error and on panic.
 
 pub mod app;
+pub mod export;
 pub mod input;
 pub mod view;
 

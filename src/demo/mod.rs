@@ -2,4 +2,5 @@
 //! synthetic clients, so `ringside` with no arguments shows everything working.
 
 pub mod backend;
+pub mod registry;
 pub mod traffic;

@@ -23,6 +23,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::registry::ClientRegistry;
+
 /// Settings of the synthetic clients.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrafficConfig {
@@ -111,6 +113,8 @@ struct Shared {
     running: AtomicBool,
     permits: Semaphore,
     counters: Counters,
+    /// Each client's cookie jar, to tell sessions and clients apart.
+    registry: Arc<ClientRegistry>,
 }
 
 /// The running clients.
@@ -136,6 +140,7 @@ impl Traffic {
             running: AtomicBool::new(!paused),
             permits: Semaphore::new(0),
             counters: Counters::default(),
+            registry: Arc::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(ticker(Arc::clone(&shared), stop_rx.clone()))];
@@ -146,9 +151,11 @@ impl Traffic {
             } else {
                 own_address(i)
             };
+            shared.registry.record(i, address, &BTreeMap::new());
             let client = Client {
                 number: i,
                 proxy,
+                ip: address,
                 address: address.to_string(),
                 jar: BTreeMap::new(),
                 connection: None,
@@ -254,6 +261,11 @@ impl TrafficProbe {
     pub fn rate(&self) -> f64 {
         self.0.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
+
+    /// Which client holds which session.
+    pub fn registry(&self) -> &Arc<ClientRegistry> {
+        &self.0.registry
+    }
 }
 
 fn to_milli(rate: f64) -> u64 {
@@ -297,6 +309,7 @@ async fn ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 struct Client {
     number: usize,
     proxy: SocketAddr,
+    ip: IpAddr,
     address: String,
     jar: BTreeMap<String, String>,
     connection: Option<SendRequest<Empty<Bytes>>>,
@@ -328,6 +341,7 @@ impl Client {
             if now != epoch {
                 epoch = now;
                 self.jar.clear();
+                self.file_jar();
                 self.connection = None;
             }
             let logged_in = self.jar.contains_key("session_id");
@@ -362,8 +376,14 @@ impl Client {
                     backend: out.backend,
                 });
                 self.jar.remove("session_id");
+                self.file_jar();
             }
         }
+    }
+
+    /// Tells the registry what the jar holds now.
+    fn file_jar(&self) {
+        self.shared.registry.record(self.number, self.ip, &self.jar);
     }
 
     async fn request(&mut self, method: Method, path: &str, query: &str) -> Outcome {
@@ -410,10 +430,15 @@ impl Client {
                     5 => c.status_5xx.fetch_add(1, Ordering::Relaxed),
                     _ => 0,
                 };
+                let mut changed = false;
                 for value in headers.get_all(header::SET_COOKIE) {
                     if let Ok(v) = value.to_str() {
                         update_jar(&mut self.jar, v);
+                        changed = true;
                     }
+                }
+                if changed {
+                    self.file_jar();
                 }
                 Outcome {
                     status: Some(status),

@@ -6,10 +6,11 @@
 //! Files: the task and its queue here; start-up in `start`; each command in
 //! `commands`; health verdicts in `verdicts`; the once-a-second work
 //! (expiry, drains, figures) in `tick`; read-only views in `view`; a
-//! configuration reload in `reload`.
+//! configuration reload in `reload`; followed sessions' histories in `follow`.
 
 pub mod command;
 mod commands;
+pub mod follow;
 pub mod health;
 mod reload;
 mod start;
@@ -182,6 +183,8 @@ pub struct Shared {
     config: ArcSwap<Config>,
     runtimes: ArcSwap<HashMap<BackendId, RuntimeView>>,
     traffic: ArcSwapOption<TrafficProbe>,
+    /// The followed sessions' histories.
+    follows: follow::Follows,
 }
 
 impl std::fmt::Debug for Shared {

@@ -180,7 +180,9 @@ pub async fn start(
         config: ArcSwap::from_pointee(config),
         runtimes: ArcSwap::from_pointee(HashMap::new()),
         traffic: ArcSwapOption::empty(),
+        follows: super::follow::Follows::default(),
     });
+    tokio::spawn(super::follow::record(Arc::clone(&shared), shutdown.signal()));
     let mut engine = Engine {
         shared: Arc::clone(&shared),
         runtimes: HashMap::new(),

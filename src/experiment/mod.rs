@@ -1,5 +1,6 @@
 //! Experiments that print a report.
 
+pub mod probe;
 pub mod ring;
 pub mod scenario;
 

@@ -107,7 +107,7 @@ impl RingExperiment {
                 self.keys
             )));
         }
-        let names_before: Vec<String> = (1..=self.backends).map(|i| format!("api-{i}")).collect();
+        let names_before = self.names_before();
         let names_after = match &self.change {
             None => None,
             Some(Change::Remove(name)) => {
@@ -126,7 +126,7 @@ impl RingExperiment {
                 Some(after)
             }
         };
-        let keys: Vec<String> = (0..self.keys).map(|i| format!("client-{i}")).collect();
+        let keys = self.keys();
         let before = self.place(&names_before, &keys)?;
         let Some(names_after) = names_after else {
             return Ok(RingReport {
@@ -158,8 +158,14 @@ impl RingExperiment {
         })
     }
 
-    /// The backend (index into `names`) of each key, placed one after the other.
+    /// The backend of each key, placed one after the other.
     fn place(&self, names: &[String], keys: &[String]) -> Result<Vec<String>, RouterError> {
+        Ok(self.placed(names, keys)?.1)
+    }
+
+    /// A router with backends `names` and `keys` placed on it one after the
+    /// other (as sessions, so bounded loads count them), and each key's backend.
+    pub(super) fn placed(&self, names: &[String], keys: &[String]) -> Result<(Router, Vec<String>), RouterError> {
         let router = Router::new(
             RouterConfig {
                 vnodes_per_weight: self.vnodes,
@@ -175,13 +181,25 @@ impl RingExperiment {
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 8081u16.wrapping_add(i as u16)));
             router.add_backend(&BackendSpec::new(name, addr, 1)?)?;
         }
-        keys.iter()
+        let owners = keys
+            .iter()
             .map(|k| {
                 router
                     .route(SessionKey::Text(k.as_bytes()), Timestamp(0))
                     .map(|r| r.backend.name.to_string())
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((router, owners))
+    }
+
+    /// The backends before the change: `api-1` … `api-N`.
+    pub(super) fn names_before(&self) -> Vec<String> {
+        (1..=self.backends).map(|i| format!("api-{i}")).collect()
+    }
+
+    /// The keys placed: `client-0` … `client-(N-1)`.
+    pub(super) fn keys(&self) -> Vec<String> {
+        (0..self.keys).map(|i| format!("client-{i}")).collect()
     }
 }
 

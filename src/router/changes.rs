@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::backend::{self, Backend, BackendId, BackendSpec, BackendState};
+use super::moves::{Moves, Sampler, SessionMove};
 use super::remap::{self, ChangeKind, RemapSummary};
 use super::session::MoveKind;
 use super::topology::{Topology, TopologyDraft};
@@ -157,21 +158,35 @@ impl Router {
 
     /// Reassigns the sessions a change strands, in every table, and counts —
     /// in the table in force — what moved, what a stateless ring and modulo
-    /// would have moved, and the ideal.
+    /// would have moved, and the ideal; publishes the summary and a sample of
+    /// the sessions with where each went ([`Moves`]).
     fn account(&self, old: &Topology, new: &Topology, changed: Option<BackendId>, kind: ChangeKind) -> RemapSummary {
         let (mut sessions, mut moved, mut ring, mut modulo) = (0u64, 0u64, 0u64, 0u64);
         let mut stranded = Vec::new();
+        let mut listed = Vec::new();
         for table in &self.tables {
             let counted = self.ledger.is_active(table.domain());
+            let mut sampler = Sampler::new(table.len());
             for i in 0..table.shard_count() {
                 let mut shard = table.shard(i);
                 for s in shard.iter() {
+                    let strands = !new.state(s.backend).keeps_sessions();
                     if counted {
+                        let mark = SessionMove::new(old, new, &s, s.backend);
                         sessions += 1;
-                        ring += u64::from(old.ring_owner(s.position) != new.ring_owner(s.position));
-                        modulo += u64::from(old.modulo_owner(s.position) != new.modulo_owner(s.position));
+                        ring += u64::from(mark.ring_moved());
+                        modulo += u64::from(mark.modulo_moved());
+                        if sampler.take(s.fingerprint) {
+                            // A stranded session goes where the ring sends it now, if anywhere.
+                            let to = if strands {
+                                mark.ring.1.unwrap_or(s.backend)
+                            } else {
+                                s.backend
+                            };
+                            listed.push(SessionMove { to, ..mark });
+                        }
                     }
-                    if !new.state(s.backend).keeps_sessions() {
+                    if strands {
                         stranded.push(s);
                     }
                 }
@@ -197,8 +212,16 @@ impl Router {
             backends_before: old.serving().len(),
             backends_after: new.serving().len(),
         };
-        *self.ledger.stats.last_remap.lock().unwrap_or_else(|e| e.into_inner()) = Some(summary.clone());
+        let moves = Arc::new(Moves {
+            summary: summary.clone(),
+            generation: new.generation,
+            sessions: listed,
+        });
+        let stats = &self.ledger.stats;
+        *stats.last_remap.lock().unwrap_or_else(|e| e.into_inner()) = Some(summary.clone());
+        *stats.last_moves.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&moves));
         self.ledger.events.emit(Event::Remap(summary.clone()));
+        self.ledger.events.moves(moves);
         summary
     }
 }

@@ -1,8 +1,9 @@
 //! Events: everything the router decides, for the dashboard, logs and tests.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::backend::BackendState;
+use super::moves::Moves;
 use super::remap::RemapSummary;
 use super::session::SessionName;
 use super::{BackendId, Timestamp};
@@ -102,6 +103,13 @@ pub trait EventSink: Send + Sync {
     fn wants_routed(&self) -> bool {
         true
     }
+
+    /// Takes what a topology change did to the sessions: once per change,
+    /// beside [`Event::Remap`] (kept apart from the event stream so that
+    /// per-request sampling never drops it). Ignored unless overridden.
+    fn moves(&self, moves: Arc<Moves>) {
+        let _ = moves;
+    }
 }
 
 /// Drops every event.
@@ -120,6 +128,7 @@ impl EventSink for NullSink {
 #[derive(Debug, Default)]
 pub struct CollectSink {
     events: Mutex<Vec<Event>>,
+    moves: Mutex<Vec<Arc<Moves>>>,
 }
 
 impl CollectSink {
@@ -127,10 +136,19 @@ impl CollectSink {
     pub fn take(&self) -> Vec<Event> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    /// Takes the moves collected so far, one per topology change.
+    pub fn take_moves(&self) -> Vec<Arc<Moves>> {
+        std::mem::take(&mut *self.moves.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl EventSink for CollectSink {
     fn emit(&self, event: Event) {
         self.events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+
+    fn moves(&self, moves: Arc<Moves>) {
+        self.moves.lock().unwrap_or_else(|e| e.into_inner()).push(moves);
     }
 }

@@ -19,7 +19,9 @@ pub mod event;
 pub mod hash;
 pub mod lb_cookie;
 pub mod ledger;
+pub mod moves;
 pub mod placement;
+pub mod probe;
 pub mod remap;
 pub mod ring;
 mod route;
@@ -36,6 +38,7 @@ use arc_swap::ArcSwap;
 pub use backend::{Backend, BackendId, BackendSpec, BackendState};
 pub use event::{Event, EventSink, NullSink, SessionEnd, Via};
 pub use hash::KeyDomain;
+pub use moves::{Moves, SessionMove};
 pub use placement::Placement;
 pub use remap::{ChangeKind, RemapSummary};
 pub use ring::{Ring, VnodeHash};
@@ -281,6 +284,8 @@ pub struct RouterStats {
     pub unroutable: AtomicU64,
     /// The last topology change's summary.
     pub last_remap: Mutex<Option<RemapSummary>>,
+    /// The last topology change's sessions, sampled, with where each went.
+    pub last_moves: Mutex<Option<Arc<Moves>>>,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -477,6 +482,16 @@ impl Router {
             .clone()
     }
 
+    /// The last topology change's sessions (a sample) and where each went.
+    pub fn last_moves(&self) -> Option<Arc<Moves>> {
+        self.ledger
+            .stats
+            .last_moves
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The placement in force.
     pub fn placement(&self) -> Placement {
         self.placer.placement()
@@ -574,6 +589,7 @@ impl Router {
             b.counters.requests.reset();
         }
         *self.ledger.stats.last_remap.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.ledger.stats.last_moves.lock().unwrap_or_else(|e| e.into_inner()) = None;
         n
     }
 

@@ -134,6 +134,15 @@ impl Placer {
         self.bound_factor
     }
 
+    /// Whether a backend holding `sessions` is full under bounded loads, with
+    /// `live_sessions` in the table and `backends` taking new sessions: it
+    /// holds [`bounded_capacity`] or more (checked without a division).
+    pub fn is_full(&self, sessions: u64, live_sessions: u64, backends: usize) -> bool {
+        // s < ceil(c·(L+1)/n) ⇔ s·n < c·(L+1) for whole s.
+        let bound = self.bound_milli.saturating_mul(live_sessions + 1);
+        sessions.saturating_mul(backends as u64 * 1000) >= bound
+    }
+
     /// A random 64-bit value from the seeded generator (also used for session ids).
     pub fn random(&self) -> u64 {
         mix64(
@@ -192,16 +201,12 @@ impl Placer {
                 .ring()
                 .lookup(position, |id| topo.state(id).takes_new_sessions())
                 .map(|v| v.owner),
-            Placement::BoundedRing => {
-                // s < ceil(c·(L+1)/n) ⇔ s·n < c·(L+1) for whole s: no division.
-                let n = up.len() as u64;
-                let bound = self.bound_milli.saturating_mul(live_sessions + 1);
-                topo.ring()
-                    .lookup(position, |id| {
-                        topo.state(id).takes_new_sessions() && sessions(id).saturating_mul(n * 1000) < bound
-                    })
-                    .map(|v| v.owner)
-            }
+            Placement::BoundedRing => topo
+                .ring()
+                .lookup(position, |id| {
+                    topo.state(id).takes_new_sessions() && !self.is_full(sessions(id), live_sessions, up.len())
+                })
+                .map(|v| v.owner),
         }
     }
 
@@ -259,6 +264,18 @@ mod tests {
                         s < bounded_capacity(live, n as usize, 1.25),
                         "L={live} n={n} s={s}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn is_full_agrees_with_the_capacity() {
+        let placer = Placer::new(Placement::BoundedRing, 1.25, 1);
+        for live in [0u64, 7, 99, 1000] {
+            for n in 1..6usize {
+                for s in 0..300u64 {
+                    assert_eq!(placer.is_full(s, live, n), s >= bounded_capacity(live, n, 1.25));
                 }
             }
         }

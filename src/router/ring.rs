@@ -247,6 +247,14 @@ impl Ring {
         None
     }
 
+    /// The virtual node at index `i` in clockwise order.
+    pub fn vnode(&self, i: usize) -> Option<Vnode> {
+        self.points.get(i).map(|&p| Vnode {
+            position: position_of(p),
+            owner: owner_of(p),
+        })
+    }
+
     /// All virtual nodes in clockwise order.
     pub fn vnodes(&self) -> impl ExactSizeIterator<Item = Vnode> + '_ {
         self.points.iter().map(|&p| Vnode {

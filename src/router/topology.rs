@@ -59,6 +59,12 @@ impl Topology {
         self.positions.get(id.index()).map_or(0, |p| p.len())
     }
 
+    /// Which of backend `id`'s vnodes sits at `position`: the `i` of its
+    /// label `"<name>-<i>"` (a scan of its vnodes, for explanations only).
+    pub fn vnode_number(&self, id: BackendId, position: u32) -> Option<usize> {
+        self.positions.get(id.index())?.iter().position(|&p| p == position)
+    }
+
     /// Number of backend ids handed out (tombstones included).
     pub fn backend_count(&self) -> usize {
         self.backends.len()

@@ -19,7 +19,11 @@
 //! at = 8
 //! expect = ["other_errors == 0", "remap <= 0.5"]
 //! ```
+//!
+//! Files: parsing here; running in `run`; the report in `report`; a run
+//! as a guided lesson (pause, step, replay) in `lesson`.
 
+mod lesson;
 mod report;
 mod run;
 
@@ -32,6 +36,7 @@ use crate::config::Config;
 use crate::engine::Command;
 use crate::router::affinity::AffinityMode;
 use crate::router::{Placement, VnodeHash};
+pub use lesson::{Lesson, LessonPlan, LessonState, StepView, opening_comment};
 pub use report::{Outcome, Phase, Report};
 pub use run::{drive, run_file};
 

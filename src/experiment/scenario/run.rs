@@ -11,7 +11,7 @@ use crate::bus::BusEvent;
 
 /// The figures at one moment, cumulative since the start.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Sample {
+pub(super) struct Sample {
     requests: u64,
     errors: u64,
     /// 502s for requests a backend failed after taking them, not resent.
@@ -60,83 +60,137 @@ pub async fn drive(
 ) -> Report {
     let mut events = handle.shared().bus.subscribe();
     let start = tokio::time::Instant::now();
-    let secs = |s: f64| start + Duration::from_secs_f64(s);
-    let mut phases = Vec::new();
-    let mut checks = Vec::new();
-    let mut started_by = "start".to_owned();
-    let mut from = 0.0;
-    let mut before = sample(&handle);
-    let mut notes = Vec::new();
-    let mut remaps: Vec<crate::router::RemapSummary> = Vec::new();
+    let mut recording = Recording::new(&handle);
     let mut steps = actions.into_iter().peekable();
     loop {
         let until = steps.peek().map_or(duration, |(at, _)| *at);
         // Collect events until the next step.
-        let deadline = secs(until);
+        let deadline = start + Duration::from_secs_f64(until);
         loop {
             tokio::select! {
-                e = events.recv() => match e.as_deref().map(|p| &p.event) {
-                    Some(BusEvent::Router(crate::router::Event::Remap(s))) => {
-                        notes.push(s.to_string());
-                        remaps.push(s.clone());
-                    }
-                    Some(BusEvent::Detected { backend, after_ms, by }) => {
-                        notes.push(format!("{backend} found dead by {by} after {after_ms} ms"));
-                    }
-                    Some(BusEvent::Drain { backend, active, sessions, remaining_secs, done }) => notes.push(match done {
-                        Some(end) => format!("drain of {backend} ended ({end}): {active} connections, {sessions} sessions left"),
-                        None => format!("drain of {backend}: {active} connections, {sessions} sessions, {remaining_secs}s left"),
-                    }),
-                    Some(_) => {}
+                e = events.recv() => match e {
+                    Some(e) => recording.hear(&e.event),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        let now = sample(&handle);
-        let boundary = steps
-            .peek()
-            .map(|(_, a)| !matches!(a, Action::Expect(_)))
-            .unwrap_or(true);
-        if boundary {
-            phases.push(phase(
-                &started_by,
-                from,
-                until,
-                &before,
-                &now,
-                std::mem::take(&mut notes),
-            ));
-            before = now.clone();
-            from = until;
-        }
+        let now = recording.reach(&handle, until, steps.peek().map(|(_, a)| a));
         let Some((at, action)) = steps.next() else { break };
+        recording.act(&handle, at, action, &now, &mut on_step).await;
+    }
+    recording.finish(name)
+}
+
+/// A scenario's report as it is made: the figures at each step, the
+/// phases they close, the notes heard on the bus, the checks.
+#[derive(Debug)]
+pub(super) struct Recording {
+    phases: Vec<Phase>,
+    checks: Vec<Outcome>,
+    started_by: String,
+    from: f64,
+    before: Sample,
+    notes: Vec<String>,
+    remaps: Vec<crate::router::RemapSummary>,
+}
+
+impl Recording {
+    /// A report starting now, at second 0.
+    pub(super) fn new(handle: &Handle) -> Self {
+        Recording {
+            phases: Vec::new(),
+            checks: Vec::new(),
+            started_by: "start".to_owned(),
+            from: 0.0,
+            before: sample(handle),
+            notes: Vec::new(),
+            remaps: Vec::new(),
+        }
+    }
+
+    /// Checks so far.
+    pub(super) fn checks(&self) -> &[Outcome] {
+        &self.checks
+    }
+
+    /// Takes in what the bus says: changes, detections, drain steps.
+    pub(super) fn hear(&mut self, event: &BusEvent) {
+        match event {
+            BusEvent::Router(crate::router::Event::Remap(s)) => {
+                self.notes.push(s.to_string());
+                self.remaps.push(s.clone());
+            }
+            BusEvent::Detected { backend, after_ms, by } => {
+                self.notes
+                    .push(format!("{backend} found dead by {by} after {after_ms} ms"));
+            }
+            BusEvent::Drain {
+                backend,
+                active,
+                sessions,
+                remaining_secs,
+                done,
+            } => self.notes.push(match done {
+                Some(end) => {
+                    format!("drain of {backend} ended ({end}): {active} connections, {sessions} sessions left")
+                }
+                None => {
+                    format!("drain of {backend}: {active} connections, {sessions} sessions, {remaining_secs}s left")
+                }
+            }),
+            _ => {}
+        }
+    }
+
+    /// Second `until` is reached, before `next` (the step due then, if
+    /// any): closes the phase unless `next` only checks. Returns the figures now.
+    pub(super) fn reach(&mut self, handle: &Handle, until: f64, next: Option<&Action>) -> Sample {
+        let now = sample(handle);
+        if !matches!(next, Some(Action::Expect(_))) {
+            let notes = std::mem::take(&mut self.notes);
+            self.phases
+                .push(phase(&self.started_by, self.from, until, &self.before, &now, notes));
+            self.before = now.clone();
+            self.from = until;
+        }
+        now
+    }
+
+    /// Carries out the step due at second `at`; `now` is what [`Recording::reach`] returned.
+    pub(super) async fn act(
+        &mut self,
+        handle: &Handle,
+        at: f64,
+        action: Action,
+        now: &Sample,
+        on_step: &mut impl FnMut(&str),
+    ) {
         match action {
             Action::Do(command) => {
-                started_by = command.label();
-                on_step(&format!("{at:>5.1}s  {started_by}"));
+                self.started_by = command.label();
+                on_step(&format!("{at:>5.1}s  {}", self.started_by));
                 match handle.execute(command).await {
                     Ok(text) => on_step(&format!("        {text}")),
                     Err(e) => {
                         on_step(&format!("        refused: {e}"));
-                        notes.push(format!("refused: {e}"));
+                        self.notes.push(format!("refused: {e}"));
                     }
                 }
             }
             Action::Phase(p) => {
                 on_step(&format!("{at:>5.1}s  phase: {p}"));
-                started_by = p;
+                self.started_by = p;
             }
             Action::Expect(list) => {
-                let phase_before = before.clone();
                 for c in list {
-                    let measured = measure(&handle, c.metric, &now, &phase_before, remaps.last());
+                    let measured = measure(handle, c.metric, now, &self.before, self.remaps.last());
                     let passed = c.holds(measured);
                     on_step(&format!(
                         "{at:>5.1}s  {} {c} (measured {measured:.3})",
                         if passed { "ok  " } else { "FAIL" }
                     ));
-                    checks.push(Outcome {
+                    self.checks.push(Outcome {
                         at_secs: at,
                         check: c.to_string(),
                         measured,
@@ -146,10 +200,14 @@ pub async fn drive(
             }
         }
     }
-    Report {
-        scenario: name,
-        phases,
-        checks,
+
+    /// The report.
+    pub(super) fn finish(self, name: String) -> Report {
+        Report {
+            scenario: name,
+            phases: self.phases,
+            checks: self.checks,
+        }
     }
 }
 
