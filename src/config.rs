@@ -662,7 +662,13 @@ impl LimitsConfig {
                 "",
             )?;
         }
-        in_range("limits.queue_timeout_ms", self.queue_timeout_ms, 1, 3_600_000, "milliseconds")?;
+        in_range(
+            "limits.queue_timeout_ms",
+            self.queue_timeout_ms,
+            1,
+            3_600_000,
+            "milliseconds",
+        )?;
         if let Some(q) = self.max_queue {
             in_range("limits.max_queue", q as u64, 1, 1_000_000, "")?;
         }

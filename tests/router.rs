@@ -139,12 +139,7 @@ fn least_conn_picks_the_idlest_backend() {
 #[test]
 fn p2c_avoids_the_loaded_backend() {
     let r = router(3, Placement::P2c);
-    r.topology()
-        .find("api-1")
-        .unwrap()
-        .counters
-        .active
-        .set(100);
+    r.topology().find("api-1").unwrap().counters.active.set(100);
     let counts = tally((0..900).map(|i| place_new(&r, &format!("k{i}"))));
     // api-1 wins only when both choices are api-1: about 1 in 9.
     let busy = counts.get("api-1").copied().unwrap_or(0);

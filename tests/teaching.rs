@@ -163,7 +163,11 @@ async fn a_kill_shows_in_the_probe_the_moves_and_the_followed_history() {
     let to = lb.handle.shared().backend_name(ours.to);
 
     let (_, listed) = admin_json(lb.admin, Method::GET, "/api/moves", None).await;
-    assert_eq!(listed["headline"], "moved 1 · kept 0 · modulo would move 1");
+    // Whether modulo would move it too depends on where the key hashes.
+    assert_eq!(
+        listed["headline"],
+        format!("moved 1 · kept 0 · modulo would move {}", m.summary.modulo)
+    );
     assert_eq!(listed["sessions"][0]["from"], home.as_str());
     assert_eq!(listed["sessions"][0]["to"], to.as_str());
 

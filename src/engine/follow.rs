@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use super::Shared;
-use crate::bus::BusEvent;
+use crate::bus::{BusEvent, Subscription};
 use crate::demo::traffic::TrafficEvent;
 use crate::router::{BackendId, BackendState, Event, SessionEnd, SessionName};
 use crate::shutdown::ShutdownSignal;
@@ -204,6 +204,10 @@ pub struct Follows {
     entries: Mutex<HashMap<u64, Entry>>,
     /// Wakes the recorder when the first session is followed.
     wake: Notify,
+    /// The bus subscription made when the first session was followed, so
+    /// the recorder hears every event after `follow` returned, however late
+    /// it wakes.
+    listening: Mutex<Option<Subscription>>,
     count: AtomicUsize,
     /// Bumped whenever a history changes, for views to redraw.
     changed: watch::Sender<u64>,
@@ -214,6 +218,7 @@ impl Default for Follows {
         Follows {
             entries: Mutex::default(),
             wake: Notify::new(),
+            listening: Mutex::default(),
             count: AtomicUsize::new(0),
             changed: watch::Sender::new(0),
         }
@@ -223,6 +228,11 @@ impl Default for Follows {
 impl Follows {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The subscription `follow` made for the recorder, if one waits.
+    fn take_listening(&self) -> Option<Subscription> {
+        self.listening.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn bump(&self) {
@@ -355,6 +365,9 @@ impl Shared {
         if entries.len() >= MAX_FOLLOWED {
             return Err(FollowError::TooMany);
         }
+        if entries.is_empty() {
+            *self.follows.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.bus.subscribe());
+        }
         entries.insert(
             fingerprint,
             Entry {
@@ -435,7 +448,10 @@ pub(super) async fn record(shared: Arc<Shared>, mut shutdown: ShutdownSignal) {
                 _ = shutdown.stopped() => return,
             }
         }
-        let mut events = shared.bus.subscribe();
+        let mut events = shared
+            .follows
+            .take_listening()
+            .unwrap_or_else(|| shared.bus.subscribe());
         let topo = shared.router.topology();
         let mut states: HashMap<BackendId, BackendState> = (0..topo.backend_count())
             .map(|i| BackendId(i as u32))
@@ -450,6 +466,11 @@ pub(super) async fn record(shared: Arc<Shared>, mut shutdown: ShutdownSignal) {
                 },
                 _ = shutdown.stopped() => return,
             };
+            // Everything was unfollowed and something followed again before
+            // this loop noticed: listen from that follow on.
+            if let Some(newer) = shared.follows.take_listening() {
+                events = newer;
+            }
             let at_ms = event.at_ms;
             let name = |id: BackendId| shared.backend_name(id);
             let follows = &shared.follows;

@@ -139,7 +139,10 @@ impl Proxy {
         loop {
             let Some(upstream) = self.upstreams.get(route.backend.id) else {
                 self.stats.bad_gateway.incr();
-                return own(StatusCode::BAD_GATEWAY, "502 Bad Gateway: the backend is not known to the proxy\n");
+                return own(
+                    StatusCode::BAD_GATEWAY,
+                    "502 Bad Gateway: the backend is not known to the proxy\n",
+                );
             };
             if upstream.limit.in_use() >= upstream.limit.max() {
                 self.stats.queued.incr();
@@ -187,13 +190,14 @@ impl Proxy {
                 if !facts.http10 {
                     let bytes = interim_bytes(&interim);
                     if !ctx.shared.interim(&bytes) {
-                        tracing::debug!("a {} from the backend was dropped: an earlier answer was still being written", interim.status());
+                        tracing::debug!(
+                            "a {} from the backend was dropped: an earlier answer was still being written",
+                            interim.status()
+                        );
                     }
                 }
             };
-            let sent = conn
-                .send(&head, body.replay(), Some(&mut relay_interim))
-                .await;
+            let sent = conn.send(&head, body.replay(), Some(&mut relay_interim)).await;
             match sent {
                 Ok(Answer::Response(resp)) => {
                     upstream.latency.record(started.elapsed());
@@ -252,7 +256,10 @@ impl Proxy {
                         SendError::BadResponse(why) => {
                             self.stats.bad_gateway.incr();
                             tracing::warn!("{} answered badly: {why}", route.backend.name);
-                            return own(StatusCode::BAD_GATEWAY, "502 Bad Gateway: the backend's answer was not valid HTTP\n");
+                            return own(
+                                StatusCode::BAD_GATEWAY,
+                                "502 Bad Gateway: the backend's answer was not valid HTTP\n",
+                            );
                         }
                         SendError::ClientBody(e) => return self.client_body_failed(&e),
                         SendError::ClientTimeout => {
@@ -265,7 +272,10 @@ impl Proxy {
                         SendError::InvalidRequest(why) => {
                             self.stats.client_errors.incr();
                             tracing::debug!("refused: {why}");
-                            return own_closing(StatusCode::BAD_REQUEST, "400 Bad Request: the request cannot be forwarded\n");
+                            return own_closing(
+                                StatusCode::BAD_REQUEST,
+                                "400 Bad Request: the request cannot be forwarded\n",
+                            );
                         }
                     }
                 }
@@ -342,7 +352,13 @@ impl Proxy {
 
     /// Moves the request to the key's next backend; `false` when the
     /// retries are spent or nothing else is available.
-    fn redispatch(&self, route: &mut Route, tried: &mut Vec<BackendId>, attempts: &mut u32, settings: &ProxySettings) -> bool {
+    fn redispatch(
+        &self,
+        route: &mut Route,
+        tried: &mut Vec<BackendId>,
+        attempts: &mut u32,
+        settings: &ProxySettings,
+    ) -> bool {
         *attempts += 1;
         if *attempts > settings.retries {
             return false;

@@ -231,7 +231,9 @@ impl FramingScanner {
     /// The line's last bytes (up to [`KEEP`]), a trailing CR removed.
     fn line_end(&self) -> Vec<u8> {
         let n = self.line_len.min(KEEP);
-        let mut end: Vec<u8> = (self.line_len - n..self.line_len).map(|i| self.tail[i % KEEP]).collect();
+        let mut end: Vec<u8> = (self.line_len - n..self.line_len)
+            .map(|i| self.tail[i % KEEP])
+            .collect();
         if end.last() == Some(&b'\r') {
             end.pop();
         }
@@ -344,7 +346,8 @@ impl FramingScanner {
             // A request coding that does not end in chunked is refused
             // (hyper: 400, the proxy: 501); nothing after it frames.
             HeadFacts {
-                transfer_encoding: true, ..
+                transfer_encoding: true,
+                ..
             } => self.broken(watch),
             HeadFacts {
                 content_length: Some(n),
@@ -516,13 +519,16 @@ POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\
         for step in 1..input.len() {
             let (_, seen) = refused(input, step, 3);
             assert_eq!(
-                seen,
-                b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\n\r\nGET /y HTTP/2.0\r\n\r\n",
+                seen, b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\n\r\nGET /y HTTP/2.0\r\n\r\n",
                 "split every {step}"
             );
         }
         let long_target = [b"GET /".as_slice(), &[b'a'; 200], b" HTTP/1.9\r\n\r\n"].concat();
         let (_, seen) = refused(&long_target, 13, 1);
-        assert!(seen.ends_with(b" HTTP/1.1\r\n\r\n"), "{}", String::from_utf8_lossy(&seen));
+        assert!(
+            seen.ends_with(b" HTTP/1.1\r\n\r\n"),
+            "{}",
+            String::from_utf8_lossy(&seen)
+        );
     }
 }

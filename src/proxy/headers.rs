@@ -245,7 +245,11 @@ mod tests {
     fn every_forwarded_hop_is_kept_in_one_field() {
         let mut h = map(&[("x-forwarded-for", "192.0.2.1"), ("x-forwarded-for", " 192.0.2.2 ")]);
         add_forwarded(&mut h, &peer_value("127.0.0.1".parse().unwrap()));
-        let all: Vec<&str> = h.get_all("x-forwarded-for").iter().map(|v| v.to_str().unwrap()).collect();
+        let all: Vec<&str> = h
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
         assert_eq!(all, ["192.0.2.1, 192.0.2.2, 127.0.0.1"]);
     }
 

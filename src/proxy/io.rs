@@ -169,7 +169,6 @@ impl ConnShared {
     fn end(&self, how: Ended) {
         self.ended.store(how as u8, Ordering::Release);
     }
-
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -25,7 +25,9 @@ pub struct Latency {
 impl Default for Latency {
     fn default() -> Self {
         Latency {
-            slots: Box::new(std::array::from_fn(|_| Buckets(std::array::from_fn(|_| AtomicU64::new(0))))),
+            slots: Box::new(std::array::from_fn(|_| {
+                Buckets(std::array::from_fn(|_| AtomicU64::new(0)))
+            })),
         }
     }
 }

@@ -110,7 +110,7 @@ impl ProxySettings {
                 secure: config.affinity.secure,
                 max_age_secs: config.affinity.max_age_secs,
             },
-            keep_alive: HeaderValue::from_str(&format!("timeout={}", p.keepalive_timeout_ms / 1000))
+            keep_alive: HeaderValue::from_str(&format!("timeout={}", p.keepalive_timeout_ms.div_ceil(1000)))
                 .unwrap_or(HeaderValue::from_static("timeout=60")),
             fallback_host: HeaderValue::from_str(&proxy_addr.to_string())
                 .unwrap_or(HeaderValue::from_static("localhost")),
@@ -161,8 +161,19 @@ impl ConnCap {
         self.max.load(Ordering::Relaxed)
     }
 
-    fn has_room(&self) -> bool {
-        self.open.load(Ordering::Acquire) < self.max()
+    /// Takes a place for one more connection, if there is room.
+    fn reserve(&self) -> bool {
+        let max = self.max();
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives a place back (its connection closed, or none came).
+    fn release(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) >= self.max() {
+            self.freed.fire();
+        }
     }
 }
 
@@ -289,9 +300,11 @@ impl Proxy {
         let stopping = Arc::new(Signal::default());
         let open = Arc::new(OpenHere::default());
         'accepting: loop {
-            while !self.cap.has_room() {
+            // A place under the cap first: beyond it, connections wait in
+            // the kernel's backlog rather than being accepted and left.
+            loop {
                 let freed = self.cap.freed.wait();
-                if self.cap.has_room() {
+                if self.cap.reserve() {
                     break;
                 }
                 tokio::select! {
@@ -303,12 +316,16 @@ impl Proxy {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
+                        self.cap.release();
                         self.accept_failed(&e);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
-                _ = shutdown.stopped() => break,
+                _ = shutdown.stopped() => {
+                    self.cap.release();
+                    break;
+                }
             };
             let _ = stream.set_nodelay(true);
             // Counted before the task runs, so a shutdown right now waits for it.
@@ -326,7 +343,10 @@ impl Proxy {
     }
 
     fn accept_failed(&self, e: &std::io::Error) {
-        let local = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
+        let local = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        );
         if local {
             self.stats.local_errors.incr();
             self.health.ringside_short(format!(
@@ -340,7 +360,13 @@ impl Proxy {
 
     /// One client connection: served by hyper while it is busy, parked
     /// (holding no buffer) while it is idle, a tunnel once upgraded.
-    async fn connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, stopping: Arc<Signal>, _open: OpenConnection) {
+    async fn connection(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        stopping: Arc<Signal>,
+        _open: OpenConnection,
+    ) {
         let forwarded_for = headers::peer_value(peer.ip());
         let mut fresh = true;
         loop {
@@ -436,11 +462,10 @@ struct OpenHere {
 }
 
 impl OpenHere {
-    /// Counts a connection, here, under the global cap and in the proxy's
-    /// gauge, until the returned guard drops.
+    /// Counts a connection (its place under the cap already taken) here
+    /// and in the proxy's gauge, until the returned guard drops.
     fn track(self: &Arc<Self>, proxy: &Arc<Proxy>) -> OpenConnection {
         self.count.fetch_add(1, Ordering::SeqCst);
-        proxy.cap.open.fetch_add(1, Ordering::AcqRel);
         proxy.stats.client_connections.incr();
         OpenConnection {
             here: Arc::clone(self),
@@ -469,10 +494,7 @@ struct OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.proxy.stats.client_connections.decr();
-        let cap = &self.proxy.cap;
-        if cap.open.fetch_sub(1, Ordering::AcqRel) >= cap.max() {
-            cap.freed.fire();
-        }
+        self.proxy.cap.release();
         if self.here.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.here.none_left.fire();
         }

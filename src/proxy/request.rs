@@ -89,7 +89,10 @@ fn valid_host(v: &[u8]) -> bool {
     };
     let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(b);
     let host_ok = if host.first() == Some(&b'[') {
-        host.len() > 2 && host[1..host.len() - 1].iter().all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
+        host.len() > 2
+            && host[1..host.len() - 1]
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
     } else {
         !host.is_empty() && host.iter().all(reg_name)
     };

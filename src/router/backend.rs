@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::RouterError;
-use crate::counter::{Counter, Gauge};
 use super::hash::KeyDomain;
+use crate::counter::{Counter, Gauge};
 
 /// Weights a backend may have; a weight scales its virtual nodes.
 pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=100;

@@ -53,6 +53,15 @@ impl Ringside {
     /// Same, with `proxy_lines` added to the config file's `[proxy]` table
     /// (e.g. `backend_timeout_ms = 500`).
     pub fn with_proxy_config(backends: &[(&str, SocketAddr)], proxy_lines: &str) -> Ringside {
+        Ringside::launch(backends, proxy_lines, None)
+    }
+
+    /// Same, run with at most `fds` file descriptors (soft and hard limit).
+    pub fn with_fd_limit(backends: &[(&str, SocketAddr)], proxy_lines: &str, fds: u32) -> Ringside {
+        Ringside::launch(backends, proxy_lines, Some(fds))
+    }
+
+    fn launch(backends: &[(&str, SocketAddr)], proxy_lines: &str, fd_limit: Option<u32>) -> Ringside {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ringside-conformance-{}-{n}", std::process::id()));
@@ -69,7 +78,18 @@ impl Ringside {
         if let Ok(reference) = std::env::var("CONFORMANCE_REFERENCE") {
             return start_reference(&reference, backends, proxy_lines, dir, log);
         }
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ringside"));
+        let mut command = match fd_limit {
+            None => Command::new(env!("CARGO_BIN_EXE_ringside")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args([
+                    "-c",
+                    &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_ringside"),
+                ]);
+                c
+            }
+        };
         command.args([
             "--headless",
             "--listen",
