@@ -33,7 +33,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::router::affinity::{AffinityMode, RequestView};
+use crate::router::affinity::RequestView;
 use crate::router::{Backend, BackendId, Route, Router, RouterError};
 use crate::shutdown::ShutdownSignal;
 use crate::store::RedisStore;
@@ -530,10 +530,9 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let (mut parts, body) = resp.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-        if self.router.affinity().mode() != AffinityMode::None {
-            self.router
-                .learn_from_response(&parts.headers, app_session, route.backend.id, now);
-        }
+        // Whether it teaches anything is the router's policy (nothing in `none`).
+        self.router
+            .learn_from_response(&parts.headers, app_session, route.backend.id, now);
         headers::strip_hop_by_hop(&mut parts.headers, switching);
         if route.set_cookie
             && let Some(session) = route.session_id
