@@ -362,8 +362,30 @@ fn dashboard_text(lb: &Lb, events: &mut ringside::bus::Subscription) -> String {
     format!("{debug}\n{screen}")
 }
 
+/// Collects what ringside logs (every test of this binary, at trace level).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn session_keys_are_never_shown_only_their_fingerprints() {
+    let logs = Logs::default();
+    let sink = logs.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("ringside=trace")
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .init();
     let mut rng = fastrand::Rng::with_seed(14);
     for mode in [AffinityMode::AppCookie, AffinityMode::Header, AffinityMode::Query] {
         let mut config = test_config();
@@ -402,6 +424,12 @@ async fn session_keys_are_never_shown_only_their_fingerprints() {
                 );
             }
         }
+        // Sessions move (and are logged moving) when their backend goes.
+        lb.handle
+            .execute(ringside::engine::Command::Kill("api-1".into()))
+            .await
+            .unwrap();
+        lb.wait_state("api-1", "killed", 3 * SECS).await;
         let fingerprints: Vec<u64> = ids
             .iter()
             .map(|id| lb.handle.router().fingerprint(SessionKey::Text(id.as_bytes())).unwrap())
@@ -426,6 +454,8 @@ async fn session_keys_are_never_shown_only_their_fingerprints() {
         })
         .await;
         let dashboard = dashboard_text(&lb, &mut bus);
+        let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        assert!(logged.contains("killed api-1"), "nothing logged: {logged}");
         for (id, fp) in ids.iter().zip(&fingerprints) {
             // The application's ids are hex: eight digits make a chance match negligible.
             let prefix = if id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -438,6 +468,7 @@ async fn session_keys_are_never_shown_only_their_fingerprints() {
                 ("/api/events", &events),
                 ("/metrics", &metrics),
                 ("the dashboard", &dashboard),
+                ("the log", &logged),
             ] {
                 assert!(!text.contains(prefix), "{mode}: {what} shows {prefix}…:\n{text}");
             }
