@@ -234,7 +234,8 @@ async fn a_revived_backend_comes_back_after_rise_good_checks_and_none_count_whil
     let mut config = test_config();
     config.backends = vec![entry("ext", ext.addr), entry("other", other.addr())];
     config.health.rise = 3;
-    config.health.interval_ms = 250;
+    // Each step shows for one interval; the view is sampled every 5 ms.
+    config.health.interval_ms = 400;
     config.routing.placement = Placement::RoundRobin;
     config.affinity.mode = AffinityMode::None;
     let lb = Lb::start(config).await;

@@ -503,6 +503,7 @@ fn the_cookie_secret_survives_a_restart_unless_ephemeral() {
 }
 
 /// The pid of the process whose command line holds `needle` (not a shell).
+#[cfg(target_os = "linux")]
 fn pid_with_arg(needle: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
         let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
@@ -516,14 +517,18 @@ fn pid_with_arg(needle: &str) -> Option<u32> {
 }
 
 /// Kills its tmux session when dropped.
+#[cfg(target_os = "linux")]
 struct TmuxSession(String);
 
+#[cfg(target_os = "linux")]
 impl Drop for TmuxSession {
     fn drop(&mut self) {
         let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
     }
 }
 
+/// (Linux: the process's signal dispositions are read from /proc.)
+#[cfg(target_os = "linux")]
 #[test]
 fn closing_the_dashboards_terminal_is_a_clean_shutdown() {
     if Command::new("tmux").arg("-V").output().is_err() {
