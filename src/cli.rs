@@ -1,6 +1,6 @@
 //! The command line (clap): one subcommand per job, each handing off to the library.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -355,7 +355,8 @@ fn balancer(args: RunArgs) -> anyhow::Result<()> {
             handle.shutdown().await;
             ui
         });
-        println!("ringside: the log is in {}", log_path.display());
+        // Not println!: after a hangup stdout is gone, and that is no error.
+        let _ = writeln!(io::stdout(), "ringside: the log is in {}", log_path.display());
         result
     }
 }

@@ -32,12 +32,14 @@ pub async fn run(
     config: Config,
     reread: Option<Box<dyn Fn() -> anyhow::Result<Config> + Send>>,
 ) -> anyhow::Result<()> {
-    let traffic = config.traffic.enabled.unwrap_or(false);
-    let handle = crate::app::start(listeners, config, StartOptions { traffic }).await?;
-    print_addresses(&handle)?;
+    // Signals are caught before the addresses are printed: whoever reads
+    // them may signal at once.
     let mut hangups = crate::signals::Hangups::catch();
     let terminated = crate::signals::terminated();
     tokio::pin!(terminated);
+    let traffic = config.traffic.enabled.unwrap_or(false);
+    let handle = crate::app::start(listeners, config, StartOptions { traffic }).await?;
+    print_addresses(&handle)?;
     loop {
         tokio::select! {
             _ = &mut terminated => break,

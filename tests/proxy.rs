@@ -212,7 +212,6 @@ async fn article_tests_2_and_3_cookie_then_failover() {
         let r = client.get(lb.proxy, "/").await;
         assert_eq!(r.status, StatusCode::OK, "no client-visible error: {}", r.body);
         after.push(r.backend().unwrap().to_owned());
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(after.iter().all(|b| *b != home), "{after:?}");
     assert!(
@@ -581,11 +580,18 @@ async fn events_stream_and_metrics() {
     s.write_all(b"GET /api/events HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    lb.handle.execute(Command::Kill("api-1".into())).await.unwrap();
+    // Subscribed once the answer's head has arrived.
     let mut got = String::new();
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + 3 * SECS;
+    while !got.contains("\r\n\r\n") {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("the stream's head")
+            .unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    lb.handle.execute(Command::Kill("api-1".into())).await.unwrap();
     while !got.contains("\"type\":\"command\"") {
         let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
             .await
@@ -683,8 +689,14 @@ async fn killing_an_external_backend_forces_it_out_at_once() {
     for _ in 0..5 {
         assert_eq!(Client::default().get(lb.proxy, "/").await.backend(), Some("other"));
     }
-    // Maintenance: health checks leave it alone until it is revived.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Maintenance: health checks keep probing (and succeeding) but leave it
+    // alone until it is revived.
+    let probes = outside.requests();
+    let deadline = tokio::time::Instant::now() + 5 * SECS;
+    while outside.requests() < probes + 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no health checks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(lb.state("ext"), "killed");
     lb.handle.execute(Command::Revive("ext".into())).await.unwrap();
     lb.wait_state("ext", "up", 3 * SECS).await;
@@ -710,8 +722,21 @@ async fn a_killed_backend_is_not_retired_as_drained() {
     lb.handle.execute(Command::Kill(home.clone())).await.unwrap();
     // The session's next request finds the server gone and moves elsewhere,
     // leaving the backend empty; a drain would now "end" and retire it.
+    let mut bus = lb.handle.shared().bus.subscribe();
     assert_eq!(client.get(lb.proxy, "/").await.status, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Two ticks later (each checks the drains, then reports the second).
+    for _ in 0..2 {
+        let deadline = tokio::time::Instant::now() + 3 * SECS;
+        loop {
+            let e = tokio::time::timeout_at(deadline, bus.recv())
+                .await
+                .expect("a tick within 3 s")
+                .unwrap();
+            if matches!(e.event, ringside::bus::BusEvent::Second { .. }) {
+                break;
+            }
+        }
+    }
     assert_eq!(lb.state(&home), "draining", "killed, awaiting detection — not removed");
     lb.handle.shutdown().await;
 }
@@ -736,7 +761,15 @@ async fn a_shutdown_lets_the_request_in_flight_finish_then_closes() {
     busy.write_all(b"GET /sleep?ms=500 HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // In flight once the proxy is forwarding it.
+    let deadline = tokio::time::Instant::now() + 5 * SECS;
+    while lb.handle.backends_view()[0].active == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request was never forwarded"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     lb.handle.shutdown().await;
 
     let mut answer = Vec::new();

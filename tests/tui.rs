@@ -79,7 +79,7 @@ impl Drop for Tmux {
 fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
     screen.lines().find(|l| {
         l.contains(&format!("{name} "))
-            && ["▲ up", "▼ down", "◐ draining", "✖ killed", "○ removed"]
+            && ["▲ up", "▼ down", "◐ draining", "◌ drained", "✖ killed", "○ removed"]
                 .iter()
                 .any(|s| l.contains(s))
     })
@@ -89,12 +89,17 @@ fn state_of(screen: &str, name: &str, state: &str) -> bool {
     row(screen, name).is_some_and(|r| r.contains(state))
 }
 
+/// Each key is pressed once the state it acts on is on the screen: a drain
+/// (1 s here) ends `drained`, which `u`, `x` and `r` each act on.
 #[test]
 fn keys_drain_kill_and_revive_a_backend_and_q_leaves_a_clean_shell() {
     let log = std::env::temp_dir().join(format!("ringside-tui-{}.log", std::process::id()));
+    let config = std::env::temp_dir().join(format!("ringside-tui-{}.toml", std::process::id()));
+    std::fs::write(&config, "[drain]\ntimeout_secs = 1\n").unwrap();
     let command = format!(
-        "{} --demo-port 0 --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-file {}; echo EXITED $?; sleep 30",
+        "{} --config {} --ephemeral-secret --demo-port 0 --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-file {}; echo EXITED $?; sleep 30",
         env!("CARGO_BIN_EXE_ringside"),
+        config.display(),
         log.display()
     );
     let Some(tmux) = Tmux::start(&command) else { return };
@@ -106,13 +111,24 @@ fn keys_drain_kill_and_revive_a_backend_and_q_leaves_a_clean_shell() {
     tmux.wait("api-2 selected", long, |s| {
         row(s, "api-2").is_some_and(|r| r.contains("›api-2"))
     });
+    // d: the drain ends (empty, or at its 1 s timeout) and leaves it drained; u: back.
     tmux.keys("d");
-    tmux.wait("api-2 draining", long, |s| {
-        state_of(s, "api-2", "◐ draining") || state_of(s, "api-2", "○ removed")
-    });
+    tmux.wait("api-2 drained", long, |s| state_of(s, "api-2", "◌ drained"));
+    tmux.keys("u");
+    tmux.wait("api-2 up after u", long, |s| state_of(s, "api-2", "▲ up"));
+    // x on a drained backend kills it at once; r brings it back.
+    tmux.keys("d");
+    tmux.wait("api-2 drained again", long, |s| state_of(s, "api-2", "◌ drained"));
     tmux.keys("x");
-    let killed = tmux.wait("api-2 killed", long, |s| state_of(s, "api-2", "✖ killed"));
-    assert!(row(&killed, "api-2").unwrap().contains("detected in"), "{killed}");
+    tmux.wait("api-2 killed while drained", long, |s| state_of(s, "api-2", "✖ killed"));
+    tmux.keys("r");
+    tmux.wait("api-2 up after r", long, |s| state_of(s, "api-2", "▲ up"));
+    // x on a serving backend: the balancer finds it dead, and says how fast.
+    tmux.keys("x");
+    let killed = tmux.wait("api-2 found dead", long, |s| {
+        row(s, "api-2").is_some_and(|r| r.contains("✖ killed") && r.contains("detected in"))
+    });
+    assert!(row(&killed, "api-2").is_some(), "{killed}");
     // The events pane may already have scrolled past the kill (every moved
     // session is an event); the log file keeps it.
     let deadline = Instant::now() + long;
@@ -135,6 +151,7 @@ fn keys_drain_kill_and_revive_a_backend_and_q_leaves_a_clean_shell() {
         "the dashboard was left on the screen:\n{after}"
     );
     let _ = std::fs::remove_file(log);
+    let _ = std::fs::remove_file(config);
 }
 
 #[test]

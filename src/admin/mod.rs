@@ -47,7 +47,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::engine::{Command, CommandError, Commands, Shared};
-use crate::router::affinity::{AffinityMode, query_value};
+use crate::router::affinity::AffinityMode;
 use crate::router::{BackendSpec, Placement, RouterError};
 use crate::shutdown::ShutdownSignal;
 use guard::{Guard, Refusal};
@@ -335,14 +335,14 @@ impl Api {
 
     fn sessions(&self, query: &str) -> Result<Response<AdminBody>, ApiError> {
         let topo = self.shared.router.topology();
-        let filter = match query_value(query, "backend") {
+        let filter = match param(query, "backend") {
             None => None,
             Some(name) => match topo.find(name) {
                 Some(b) => Some(b.id),
                 None => return Err(ApiError(StatusCode::NOT_FOUND, format!("no backend named {name:?}"))),
             },
         };
-        let limit = match query_value(query, "limit").map(str::parse::<usize>) {
+        let limit = match param(query, "limit").map(str::parse::<usize>) {
             None => 100,
             Some(Ok(n)) if n <= 100_000 => n,
             Some(_) => return Err(ApiError::bad("limit must be a whole number up to 100000")),
@@ -377,7 +377,7 @@ impl Api {
     fn ring(&self, query: &str) -> Result<Response<AdminBody>, ApiError> {
         let topo = self.shared.router.topology();
         let number = |key: &str| -> Result<Option<usize>, ApiError> {
-            query_value(query, key)
+            param(query, key)
                 .map(|v| {
                     v.parse::<usize>()
                         .map_err(|_| ApiError::bad(format!("{key}={v:?} is not a whole number")))
@@ -447,9 +447,19 @@ impl Api {
     }
 }
 
+/// The first value of `key` in a query string, an empty one included: a
+/// parameter given without a value is a mistake to report, not a default.
+fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
 fn backend_action(name: &str, action: &str, query: &str) -> Result<Command, ApiError> {
     let number = |key: &str| -> Result<Option<u64>, ApiError> {
-        match query_value(query, key) {
+        match param(query, key) {
             None => Ok(None),
             Some(v) => v
                 .parse::<u64>()

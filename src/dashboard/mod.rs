@@ -43,7 +43,8 @@ pub async fn run(handle: &Handle, log_path: &str) -> anyhow::Result<()> {
 /// Owns the terminal: raw mode, alternate screen, mouse capture; gives them
 /// back on drop and on panic.
 struct TerminalGuard {
-    terminal: ratatui::DefaultTerminal,
+    /// Always `Some` until dropped.
+    terminal: Option<ratatui::DefaultTerminal>,
 }
 
 impl TerminalGuard {
@@ -56,14 +57,31 @@ impl TerminalGuard {
         }));
         let terminal = ratatui::init();
         execute!(std::io::stdout(), EnableMouseCapture)?;
-        Ok(TerminalGuard { terminal })
+        Ok(TerminalGuard {
+            terminal: Some(terminal),
+        })
+    }
+
+    fn draw(&mut self, render: impl FnOnce(&mut ratatui::Frame<'_>)) -> std::io::Result<()> {
+        match &mut self.terminal {
+            Some(t) => t.draw(render).map(|_| ()),
+            None => Ok(()),
+        }
     }
 }
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         let _ = execute!(std::io::stdout(), DisableMouseCapture);
-        ratatui::restore();
+        if let Some(mut terminal) = self.terminal.take()
+            && terminal.show_cursor().is_err()
+        {
+            // The terminal is gone (a hangup): there is nothing to restore,
+            // and ratatui's own clean-up would report its failure on a
+            // stderr that is gone too — a panic in a drop, then an abort.
+            std::mem::forget(terminal);
+        }
+        let _ = ratatui::try_restore();
     }
 }
 
@@ -152,7 +170,11 @@ async fn ui_loop(handle: &Handle, terminal: &mut TerminalGuard, log_path: String
                     dirty = true;
                 }
                 if dirty {
-                    if let Err(e) = terminal.terminal.draw(|f| areas = view::draw(&app, f)) {
+                    if let Err(e) = terminal.draw(|f| areas = view::draw(&app, f)) {
+                        if terminal_gone(&e) {
+                            tracing::info!("the terminal went away ({e}): shutting down");
+                            break Ok(());
+                        }
                         break Err(e.into());
                     }
                     dirty = false;
@@ -162,6 +184,12 @@ async fn ui_loop(handle: &Handle, terminal: &mut TerminalGuard, log_path: String
     };
     stop.store(true, Ordering::Relaxed);
     result
+}
+
+/// Whether a failed write means the terminal was closed (a hangup: the
+/// tty answers EIO or ENXIO), which is a clean shutdown, not an error.
+fn terminal_gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe || (cfg!(unix) && matches!(e.raw_os_error(), Some(5 | 6)))
 }
 
 /// What the dashboard shows, taken from the engine.

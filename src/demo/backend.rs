@@ -499,11 +499,12 @@ fn switch_protocols(
 /// one line with its address once bound.
 pub async fn run_standalone(name: &str, listen: SocketAddr) -> anyhow::Result<()> {
     crate::router::backend::validate_name(name)?;
+    let terminated = crate::signals::terminated();
     let backend = DemoBackend::start(name, listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (is the port taken? try another --listen)"))?;
     println!("demo backend {name} listening on http://{}", backend.addr());
-    crate::signals::terminated().await;
+    terminated.await;
     backend.kill().await;
     Ok(())
 }

@@ -185,6 +185,17 @@ impl Engine {
         r.drain_deadline = None;
         r.reset_health();
         match r.kind.clone() {
+            // A backend that takes no traffic (drained, down) cannot be found
+            // dead by failed checks or connects: its state changes at once.
+            BackendKind::Demo(demo) if !state.keeps_sessions() => {
+                r.killed_at = None;
+                r.detected_after = None;
+                demo.kill().await;
+                self.shared.router.set_state(name, BackendState::Killed)?;
+                Ok(format!(
+                    "killed {name}: its server stopped (it was {state}, out of the pool)"
+                ))
+            }
             BackendKind::Demo(demo) => {
                 r.killed_at = Some(Instant::now());
                 r.detected_after = None;

@@ -309,10 +309,9 @@ impl Proxy {
                 "502 Bad Gateway: the backend used a transfer coding ringside does not relay\n",
             );
         }
-        if self.router.affinity().mode() != crate::router::affinity::AffinityMode::None {
-            self.router
-                .learn_from_response(&parts.headers, app_session, route.backend.id, self.clock.now());
-        }
+        // Whether it teaches anything is the router's policy (nothing in `none`).
+        self.router
+            .learn_from_response(&parts.headers, app_session, route.backend.id, self.clock.now());
         let cookie = if route.set_cookie
             && let Some(session) = route.session_id
         {
