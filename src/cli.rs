@@ -273,6 +273,8 @@ pub struct SimArgs {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Before any socket: the budget of connections is derived from it.
+    crate::limits::raise_fd_limit();
     match cli.command {
         Some(Command::Ring(a)) => {
             let change = match (a.remove, a.add) {

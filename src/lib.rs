@@ -7,7 +7,7 @@
 //! - [`app`]: the one start-up path — bind every listener, start, get a
 //!   [`app::Handle`]; [`signals`], [`logging`], [`secret`] (the kept cookie
 //!   secret), [`limits`] (the descriptor budget) and [`shutdown`] (one
-//!   signal for every task) serve it.
+//!   signal for every task) serve it; [`memory`] gives freed memory back.
 //! - [`engine`]: the one owner of topology changes — a task that runs
 //!   commands and health verdicts in order; [`admin`]: its JSON API.
 //! - [`proxy`]: the live HTTP proxy (hyper) and its connection pools.
@@ -37,6 +37,7 @@ pub mod experiment;
 pub mod headless;
 pub mod limits;
 pub mod logging;
+pub mod memory;
 pub mod proxy;
 pub mod router;
 pub mod secret;

@@ -29,6 +29,35 @@ fn temp_dir(what: &str) -> PathBuf {
     std::env::temp_dir().join(format!("ringside-{what}-{}-{}", std::process::id(), fastrand::u64(..)))
 }
 
+/// A child process killed when the test ends, passed or not.
+struct Reaped(Child);
+
+impl Reaped {
+    fn spawn(command: &mut Command) -> Reaped {
+        Reaped(command.spawn().expect("the binary starts"))
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Reads the first stdout line within a time limit.
 fn first_line(child: &mut Child) -> String {
     let stdout = child.stdout.take().unwrap();
@@ -68,21 +97,21 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[test]
 fn headless_prints_its_addresses_serves_and_stops_on_sigterm() {
-    let mut child = ringside(&[
-        "--headless",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--demo-port",
-        "0",
-        "--demo",
-        "2",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = Reaped::spawn(
+        ringside(&[
+            "--headless",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--demo-port",
+            "0",
+            "--demo",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped()),
+    );
     let line = first_line(&mut child);
     let v: Value = serde_json::from_str(&line).expect("one JSON line");
     assert!(line.starts_with(r#"{"proxy":"127.0.0.1:"#), "{line}");
@@ -164,11 +193,11 @@ fn the_example_config_is_valid() {
 
 #[test]
 fn a_demo_backend_runs_as_its_own_process() {
-    let mut child = ringside(&["demo-backend", "--name", "api-9", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::spawn(
+        ringside(&["demo-backend", "--name", "api-9", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
     let line = first_line(&mut child);
     let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
     assert!(http_get(&addr, "/").contains("Backend Server api-9"), "{line}");
@@ -191,19 +220,19 @@ fn a_second_ringside_cannot_share_the_proxy_port() {
         .local_addr()
         .unwrap()
         .to_string();
-    let mut first = ringside(&[
-        "--headless",
-        "--listen",
-        &port,
-        "--admin",
-        "127.0.0.1:0",
-        "--demo-port",
-        "0",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut first = Reaped::spawn(
+        ringside(&[
+            "--headless",
+            "--listen",
+            &port,
+            "--admin",
+            "127.0.0.1:0",
+            "--demo-port",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null()),
+    );
     first_line(&mut first);
     let second = ringside(&[
         "--headless",

@@ -1,6 +1,6 @@
 //! Bounded under slow, idle and flooding clients: every limit and timeout
 //! over real sockets, with short configured values so the tests stay fast —
-//! keep-alive idle (advertised), parked idle connections, a stalled request
+//! keep-alive idle (advertised), parked idle and silent connections, a stalled request
 //! body (408, not the backend's fault), a client that reads nothing, the
 //! cap on client connections, a backend's cap and queue (503 + Retry-After),
 //! descriptor exhaustion under a low `ulimit -n` (no backend blamed), and an
@@ -61,6 +61,30 @@ fn a_parked_idle_connection_is_served_when_it_speaks_again() {
     assert_eq!(again.status(), 200, "{}", again.describe());
     assert_eq!(ringside.counter("/parked_connections"), 0);
     assert_eq!(backend.requests().len(), 2);
+}
+
+#[test]
+fn a_connection_that_never_speaks_is_parked_then_closed_at_the_head_timeout() {
+    let backend = Backend::ok("x");
+    let ringside = one_backend(&backend, "header_read_timeout_ms = 1000");
+    let mut c = Client::connect(ringside.proxy);
+    // Held with no buffer until it speaks.
+    let parked = ringside.wait_counter("/parked_connections", 1);
+    assert!(parked >= 1, "{}", ringside.stats());
+    assert!(
+        c.closes_within(WAIT),
+        "a silent connection is closed at the head timeout"
+    );
+    assert!(ringside.wait_counter("/client_timeouts", 1) >= 1);
+    assert_eq!(ringside.counter("/parked_connections"), 0);
+    assert!(
+        backend.connections().is_empty(),
+        "no backend connection for a silent client"
+    );
+    // One that speaks at once is served as usual.
+    let mut d = Client::connect(ringside.proxy);
+    d.send(&get("/"));
+    assert_eq!(d.response().status(), 200);
 }
 
 #[test]

@@ -260,6 +260,8 @@ struct Engine {
     generations: u64,
     /// Requests and 5xx answers at the last tick.
     last_second: (u64, u64),
+    /// Gives memory back after many connections closed or parked.
+    trimmer: crate::memory::Trimmer,
     /// Proxy threads (for the descriptor budget).
     threads: usize,
     /// When ringside's own shortage was last reported (at most every 10 s).

@@ -191,6 +191,7 @@ pub async fn start(
         shutdown: shutdown.signal(),
         generations: 0,
         last_second: (0, 0),
+        trimmer: Default::default(),
         threads,
         short_reported: None,
         short_since: 0,

@@ -24,6 +24,14 @@ impl Engine {
             dropped: self.shared.bus.dropped(),
         });
         self.last_second = (requests, errors);
+        let purged = self.shared.upstreams.purge_idle();
+        let open = stats.client_connections.get();
+        if self
+            .trimmer
+            .due(open, open.saturating_sub(stats.parked_connections.get()), purged)
+        {
+            tokio::task::spawn_blocking(crate::memory::trim);
+        }
         self.publish_runtimes();
     }
 

@@ -52,8 +52,10 @@ use signal::Signal;
 pub use stats::ProxyStats;
 use upstream::Upstreams;
 
-/// Idle this long, a keep-alive connection gives hyper's buffers back.
-const PARK_AFTER: Duration = Duration::from_secs(2);
+/// Idle this long, a keep-alive connection gives hyper's buffers back
+/// (about 20 KB): connections that arrive at rate R then hold at most
+/// R × this in buffers, and a busy connection never parks.
+const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// How long a shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -358,8 +360,9 @@ impl Proxy {
         }
     }
 
-    /// One client connection: served by hyper while it is busy, parked
-    /// (holding no buffer) while it is idle, a tunnel once upgraded.
+    /// One client connection: parked (its socket and this small task, no
+    /// buffer) until it speaks, then served by hyper while it is busy,
+    /// parked again when it idles, a tunnel once upgraded.
     async fn connection(
         self: Arc<Self>,
         mut stream: TcpStream,
@@ -367,75 +370,98 @@ impl Proxy {
         stopping: Arc<Signal>,
         _open: OpenConnection,
     ) {
-        let forwarded_for = headers::peer_value(peer.ip());
         let mut fresh = true;
+        let mut deadline = tokio::time::Instant::now() + self.settings.load().header_read_timeout;
         loop {
-            let (limits, max_buf, tunnel_timeout) = {
-                let s = self.settings.load();
-                (s.io_limits(), s.max_header_bytes, s.tunnel_timeout)
-            };
-            let shared = Arc::new(ConnShared::default());
-            let io = ClientIo::new(stream, Arc::clone(&shared), limits, stopping.wait(), fresh);
-            let ctx = Arc::new(ClientCtx {
-                addr: peer,
-                forwarded_for: forwarded_for.clone(),
-                shared: Arc::clone(&shared),
-            });
-            let proxy = Arc::clone(&self);
-            let service = service_fn(move |req| {
-                let proxy = Arc::clone(&proxy);
-                let ctx = Arc::clone(&ctx);
-                async move { Ok::<_, Infallible>(proxy.handle(req, &ctx).await) }
-            });
-            // No timer here: the connection's limits live in `ClientIo`.
-            let served = Box::pin(
-                http1::Builder::new()
-                    .half_close(true)
-                    .max_buf_size(max_buf)
-                    .serve_connection(TokioIo::new(io), service)
-                    .without_shutdown(),
-            )
-            .await;
-            let parts = match served {
-                Ok(parts) => parts,
-                Err(e) => {
-                    tracing::debug!("client {peer}: {e}");
-                    if shared.ended() == Ended::TimedOut {
-                        self.stats.client_timeouts.incr();
-                    }
-                    return;
+            if !self.park(&stream, deadline, &stopping).await {
+                if fresh && !stopping.fired() {
+                    self.stats.client_timeouts.incr();
                 }
-            };
-            let io = parts.io.into_inner();
-            if let Some(t) = shared.take_tunnel() {
-                let end = tunnel::pump(
-                    io.into_stream(),
-                    parts.read_buf,
-                    t.backend.stream,
-                    t.backend.leftover,
-                    tunnel_timeout,
-                    t.closing,
-                )
-                .await;
-                tracing::debug!("tunnel from {peer} ended: {end:?}");
-                drop(t.active);
                 return;
             }
-            match shared.ended() {
-                Ended::Parked => {
-                    stream = io.into_stream();
-                    let deadline = shared.idle_since() + limits.keepalive;
-                    if !self.park(&stream, deadline, &stopping).await {
-                        return;
-                    }
+            // Boxed: the busy state is large and lives only while busy.
+            match Box::pin(self.serve_awake(stream, peer, &stopping, fresh)).await {
+                Awake::Idle { stream: s, until } => {
+                    stream = s;
+                    deadline = until;
                     fresh = false;
                 }
-                Ended::TimedOut => {
-                    self.stats.client_timeouts.incr();
-                    return;
-                }
-                Ended::No | Ended::Idle | Ended::Stopping => return,
+                Awake::Done => return,
             }
+        }
+    }
+
+    /// Serves a connection that has spoken, until it closes, becomes a
+    /// tunnel (served here to its end) or idles long enough to park.
+    /// `fresh`: no request was read on it yet.
+    async fn serve_awake(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        stopping: &Arc<Signal>,
+        fresh: bool,
+    ) -> Awake {
+        let (limits, max_buf, tunnel_timeout) = {
+            let s = self.settings.load();
+            (s.io_limits(), s.max_header_bytes, s.tunnel_timeout)
+        };
+        let shared = Arc::new(ConnShared::default());
+        let io = ClientIo::new(stream, Arc::clone(&shared), limits, stopping.wait(), fresh);
+        let ctx = Arc::new(ClientCtx {
+            addr: peer,
+            forwarded_for: headers::peer_value(peer.ip()),
+            shared: Arc::clone(&shared),
+        });
+        let proxy = Arc::clone(self);
+        let service = service_fn(move |req| {
+            let proxy = Arc::clone(&proxy);
+            let ctx = Arc::clone(&ctx);
+            async move { Ok::<_, Infallible>(proxy.handle(req, &ctx).await) }
+        });
+        // No timer here: the connection's limits live in `ClientIo`.
+        let served = http1::Builder::new()
+            .half_close(true)
+            .max_buf_size(max_buf)
+            .serve_connection(TokioIo::new(io), service)
+            .without_shutdown()
+            .await;
+        let parts = match served {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::debug!("client {peer}: {e}");
+                if shared.ended() == Ended::TimedOut {
+                    self.stats.client_timeouts.incr();
+                }
+                return Awake::Done;
+            }
+        };
+        let io = parts.io.into_inner();
+        if let Some(t) = shared.take_tunnel() {
+            let end = tunnel::pump(
+                io.into_stream(),
+                parts.read_buf,
+                t.backend.stream,
+                t.backend.leftover,
+                tunnel_timeout,
+                t.closing,
+            )
+            .await;
+            tracing::debug!("tunnel from {peer} ended: {end:?}");
+            drop(t.active);
+            return Awake::Done;
+        }
+        match shared.ended() {
+            // Parked only between requests, when hyper asked for more and
+            // none came: it holds no byte of a next request.
+            Ended::Parked if parts.read_buf.is_empty() => Awake::Idle {
+                stream: io.into_stream(),
+                until: shared.idle_since() + limits.keepalive,
+            },
+            Ended::TimedOut => {
+                self.stats.client_timeouts.incr();
+                Awake::Done
+            }
+            Ended::Parked | Ended::No | Ended::Idle | Ended::Stopping => Awake::Done,
         }
     }
 
@@ -443,14 +469,28 @@ impl Proxy {
     /// false when it stays idle past `deadline` or ringside stops.
     async fn park(&self, stream: &TcpStream, deadline: tokio::time::Instant, stopping: &Arc<Signal>) -> bool {
         self.stats.parked_connections.incr();
+        // A peek, not `readable()`: readiness may be reported with nothing
+        // to read (a fresh socket is), and a byte or the EOF is what counts.
+        let mut byte = [0u8; 1];
         let woke = tokio::select! {
-            r = stream.readable() => r.is_ok(),
+            r = stream.peek(&mut byte) => r.is_ok(),
             _ = tokio::time::sleep_until(deadline) => false,
             _ = stopping.wait() => false,
         };
         self.stats.parked_connections.decr();
         woke
     }
+}
+
+/// How a connection's busy spell ended.
+enum Awake {
+    /// Idle between requests: parked until it speaks again or `until`.
+    Idle {
+        stream: TcpStream,
+        until: tokio::time::Instant,
+    },
+    /// Closed, timed out, or its tunnel ended.
+    Done,
 }
 
 /// The client connections one listener has open, for a shutdown to wait on.

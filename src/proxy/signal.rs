@@ -32,6 +32,11 @@ impl Signal {
         }
     }
 
+    /// Whether it has fired at all.
+    pub fn fired(&self) -> bool {
+        self.generation() > 0
+    }
+
     /// Firings so far.
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)

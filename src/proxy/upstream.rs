@@ -69,6 +69,10 @@ impl Upstream {
     }
 }
 
+/// Idle backend connections close after this many purges, one a second
+/// (HAProxy's `pool-purge-delay` is 5 s too).
+pub const POOL_IDLE_PURGES: u32 = 5;
+
 /// Every backend's upstream, by backend id, read without locks.
 #[derive(Debug, Default)]
 pub struct Upstreams {
@@ -79,6 +83,17 @@ impl Upstreams {
     /// The upstream of `id`, if registered.
     pub fn get(&self, id: BackendId) -> Option<Arc<Upstream>> {
         self.by_id.load().get(id.index()).and_then(Clone::clone)
+    }
+
+    /// Closes the backend connections idle for [`POOL_IDLE_PURGES`] calls
+    /// (seconds, called once a second); returns how many.
+    pub fn purge_idle(&self) -> usize {
+        self.by_id
+            .load()
+            .iter()
+            .flatten()
+            .map(|u| u.pool.purge_idle(POOL_IDLE_PURGES))
+            .sum()
     }
 
     /// Every registered upstream.

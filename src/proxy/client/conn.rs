@@ -59,6 +59,8 @@ pub struct Connection {
     pub(super) home: Option<Home>,
     /// Requests it has completed.
     pub(super) served: u32,
+    /// Its pool's purge count when it last went idle (wrapping).
+    pub(super) idle_since_purge: u32,
 }
 
 impl Connection {
@@ -80,6 +82,7 @@ impl Connection {
             timeouts: Timeouts::default(),
             home: None,
             served: 0,
+            idle_since_purge: 0,
         })
     }
 

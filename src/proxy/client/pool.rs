@@ -6,10 +6,13 @@
 //! connection the backend closed while idle is found on checkout by one
 //! non-blocking read. [`Pool::close_all`] drops the idle connections and
 //! bumps a generation, so the connections out in exchanges close instead
-//! of coming back. No lock is held across an await.
+//! of coming back. [`Pool::purge_idle`], called once a second, closes the
+//! connections idle for longer than a few calls, as HAProxy purges idle
+//! server connections, so a burst's connections and buffers do not stay.
+//! No lock is held across an await.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -56,6 +59,8 @@ struct Shared {
     generation: AtomicU64,
     /// Idle connections by slot (thread number modulo [`SLOTS`]).
     idle: Box<[Mutex<Vec<Connection>>]>,
+    /// Calls of `purge_idle` so far (wrapping): a connection's idle age in purges.
+    purges: AtomicU32,
 }
 
 /// Where a connection returns.
@@ -83,6 +88,7 @@ impl Pool {
                 config,
                 generation: AtomicU64::new(0),
                 idle: (0..SLOTS).map(|_| Mutex::new(Vec::new())).collect(),
+                purges: AtomicU32::new(0),
             }),
         }
     }
@@ -143,6 +149,24 @@ impl Pool {
         }
     }
 
+    /// Closes the connections that went idle `after` or more calls ago;
+    /// returns how many.
+    pub fn purge_idle(&self, after: u32) -> usize {
+        let now = self.shared.purges.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let stale = |c: &Connection| now.wrapping_sub(c.idle_since_purge) >= after;
+        let mut closed = Vec::new();
+        for slot in self.shared.idle.iter() {
+            let mut idle = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.first().is_some_and(stale) {
+                // The list is oldest first: the stale ones lead it.
+                let n = idle.partition_point(stale);
+                closed.extend(idle.drain(..n));
+            }
+        }
+        // Closed with no lock held.
+        closed.len()
+    }
+
     /// Idle connections now, all threads.
     pub fn idle(&self) -> usize {
         self.shared
@@ -169,6 +193,7 @@ impl Connection {
         // in the list or has already bumped the generation.
         if generation == shared.generation.load(Ordering::Acquire) && idle.len() < shared.config.max_idle {
             self.served = self.served.saturating_add(1);
+            self.idle_since_purge = shared.purges.load(Ordering::Relaxed);
             idle.push(self);
         } else {
             drop(idle);

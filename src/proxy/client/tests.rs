@@ -202,6 +202,38 @@ fn exchanges_are_send(conn: Connection, head: RequestHead<'_>, body: &mut hyper:
 // ---- responses ------------------------------------------------------------
 
 #[tokio::test]
+async fn purges_close_connections_idle_for_that_many_calls_oldest_first() {
+    let backend = Backend::new().await;
+    let pool = backend.pool(Timeouts::default());
+    let script = async {
+        let mut older = backend.accept().await;
+        let mut newer = backend.accept().await;
+        for peer in [&mut older, &mut newer] {
+            peer.head().await;
+            peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        }
+        (older, newer)
+    };
+    let client = async {
+        let a = pool.checkout().await.unwrap();
+        let b = pool.checkout().await.unwrap();
+        let (a, b) = tokio::join!(get(a, "/"), get(b, "/"));
+        read_all(response(a.unwrap()).into_body()).await.unwrap();
+        assert_eq!(pool.idle(), 1);
+        assert_eq!(pool.purge_idle(2), 0, "idle for less than two purges");
+        read_all(response(b.unwrap()).into_body()).await.unwrap();
+        assert_eq!(pool.idle(), 2);
+        assert_eq!(pool.purge_idle(2), 1, "the first one returned goes first");
+        assert_eq!(pool.idle(), 1);
+        assert_eq!(pool.purge_idle(2), 1);
+        assert_eq!(pool.idle(), 0);
+    };
+    let ((mut older, mut newer), ()) = tokio::join!(script, client);
+    older.expect_eof().await;
+    newer.expect_eof().await;
+}
+
+#[tokio::test]
 async fn get_with_content_length_then_the_same_connection_again() {
     let backend = Backend::new().await;
     let pool = backend.pool(Timeouts::default());
