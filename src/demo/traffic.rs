@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -102,10 +102,61 @@ struct Counters {
     lost_sessions: AtomicU64,
 }
 
+/// What a client sends that the balancer can route by: its address and its
+/// cookie jar. Clients publish it when it changes, so views can tell which
+/// client a session belongs to without touching the proxy's request path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The client's number (`client-7`).
+    pub number: usize,
+    /// The address it presents in `X-Forwarded-For`.
+    pub address: String,
+    /// Its cookies.
+    pub jar: BTreeMap<String, String>,
+}
+
+impl ClientIdentity {
+    /// The headers and query its requests carry besides the method and path.
+    pub fn request_parts(&self) -> (http::HeaderMap, Option<String>) {
+        let mut headers = http::HeaderMap::new();
+        let value = |v: &str| http::HeaderValue::from_str(v).ok();
+        headers.insert(header::HOST, http::HeaderValue::from_static("ringside.demo"));
+        if let Some(v) = value(&self.address) {
+            headers.insert("x-forwarded-for", v);
+        }
+        let session = self.jar.get("session_id");
+        if let Some(v) = session.and_then(|id| value(id)) {
+            headers.insert("x-session-id", v);
+        }
+        if !self.jar.is_empty() {
+            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if let Some(v) = value(&cookies.join("; ")) {
+                headers.insert(header::COOKIE, v);
+            }
+        }
+        (headers, session.map(|id| format!("session={id}")))
+    }
+
+    /// The fingerprint of the session `router` would route its next request
+    /// by, under the mode in force; `None` without one.
+    pub fn fingerprint(&self, router: &crate::router::Router) -> Option<u64> {
+        let (headers, query) = self.request_parts();
+        let view = crate::router::affinity::RequestView {
+            headers: &headers,
+            query: query.as_deref(),
+            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let key = router.affinity().extract(&view, &router.topology()).key;
+        router.fingerprint(key)
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     /// Bumped by a reset: every client forgets its cookies.
     epoch: AtomicU64,
+    /// Each client's identity, by number.
+    identities: Vec<Mutex<ClientIdentity>>,
     /// Requests per second × 1000.
     rate_milli: AtomicU64,
     running: AtomicBool,
@@ -130,8 +181,25 @@ impl Traffic {
         events: mpsc::Sender<TrafficEvent>,
         paused: bool,
     ) -> Traffic {
+        let behind_nat = (config.clients as f64 * config.nat_share.clamp(0.0, 1.0)).round() as usize;
+        let address_of = |i: usize| {
+            if i < behind_nat {
+                config.nat_addr
+            } else {
+                own_address(i)
+            }
+        };
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
+            identities: (0..config.clients)
+                .map(|i| {
+                    Mutex::new(ClientIdentity {
+                        number: i,
+                        address: address_of(i).to_string(),
+                        jar: BTreeMap::new(),
+                    })
+                })
+                .collect(),
             rate_milli: AtomicU64::new(to_milli(config.rate)),
             running: AtomicBool::new(!paused),
             permits: Semaphore::new(0),
@@ -139,17 +207,11 @@ impl Traffic {
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(ticker(Arc::clone(&shared), stop_rx.clone()))];
-        let behind_nat = (config.clients as f64 * config.nat_share.clamp(0.0, 1.0)).round() as usize;
         for i in 0..config.clients {
-            let address = if i < behind_nat {
-                config.nat_addr
-            } else {
-                own_address(i)
-            };
             let client = Client {
                 number: i,
                 proxy,
-                address: address.to_string(),
+                address: address_of(i).to_string(),
                 jar: BTreeMap::new(),
                 connection: None,
                 rng: fastrand::Rng::with_seed(config.seed.wrapping_mul(1_000_003).wrapping_add(i as u64)),
@@ -254,6 +316,15 @@ impl TrafficProbe {
     pub fn rate(&self) -> f64 {
         self.0.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
+
+    /// Every client's identity now (its address and cookies).
+    pub fn identities(&self) -> Vec<ClientIdentity> {
+        self.0
+            .identities
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
 }
 
 fn to_milli(rate: f64) -> u64 {
@@ -329,6 +400,7 @@ impl Client {
                 epoch = now;
                 self.jar.clear();
                 self.connection = None;
+                self.publish();
             }
             let logged_in = self.jar.contains_key("session_id");
             if !logged_in {
@@ -362,6 +434,17 @@ impl Client {
                     backend: out.backend,
                 });
                 self.jar.remove("session_id");
+                self.publish();
+            }
+        }
+    }
+
+    /// Publishes the client's identity after its jar changed.
+    fn publish(&self) {
+        if let Some(slot) = self.shared.identities.get(self.number) {
+            let mut identity = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if identity.jar != self.jar {
+                identity.jar.clone_from(&self.jar);
             }
         }
     }
@@ -370,30 +453,20 @@ impl Client {
         let shared = Arc::clone(&self.shared);
         let c = &shared.counters;
         c.requests.fetch_add(1, Ordering::Relaxed);
-        let session = self.jar.get("session_id").cloned();
-        let mut uri = String::from(path);
-        let mut sep = '?';
-        if !query.is_empty() {
-            uri.push(sep);
-            uri.push_str(query);
-            sep = '&';
-        }
-        if let Some(id) = &session {
-            uri.push(sep);
-            uri.push_str("session=");
-            uri.push_str(id);
-        }
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::HOST, "ringside.demo")
-            .header("x-forwarded-for", &self.address);
-        if let Some(id) = &session {
-            req = req.header("x-session-id", id);
-        }
-        if !self.jar.is_empty() {
-            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            req = req.header(header::COOKIE, cookies.join("; "));
+        let identity = ClientIdentity {
+            number: self.number,
+            address: self.address.clone(),
+            jar: self.jar.clone(),
+        };
+        let (headers, session_query) = identity.request_parts();
+        let uri = match [(!query.is_empty()).then_some(query), session_query.as_deref()] {
+            [Some(q), Some(s)] => format!("{path}?{q}&{s}"),
+            [Some(q), None] | [None, Some(q)] => format!("{path}?{q}"),
+            [None, None] => path.to_owned(),
+        };
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(h) = req.headers_mut() {
+            *h = headers;
         }
         let Ok(req) = req.body(Empty::new()) else {
             c.errors.fetch_add(1, Ordering::Relaxed);
@@ -410,10 +483,15 @@ impl Client {
                     5 => c.status_5xx.fetch_add(1, Ordering::Relaxed),
                     _ => 0,
                 };
+                let mut changed = false;
                 for value in headers.get_all(header::SET_COOKIE) {
                     if let Ok(v) = value.to_str() {
                         update_jar(&mut self.jar, v);
+                        changed = true;
                     }
+                }
+                if changed {
+                    self.publish();
                 }
                 Outcome {
                     status: Some(status),

@@ -60,11 +60,19 @@ impl Engine {
             Command::TrafficRate(rate) => self.traffic_rate(rate),
             Command::TrafficRateBy(factor) => {
                 let now = self.traffic.as_ref().map_or(self.config().traffic.rate, Traffic::rate);
-                self.traffic_rate((now * factor).round().max(1.0))
+                let to = (now * factor).round().clamp(1.0, MAX_TRAFFIC_RATE);
+                if to == now {
+                    let bound = if factor < 1.0 { "slowest" } else { "fastest" };
+                    return Err(CommandError::BadValue(format!(
+                        "the traffic rate is already {now:.0} requests/s, the {bound} it goes"
+                    )));
+                }
+                self.traffic_rate(to)
             }
             Command::Restart => {
                 let forgotten = self.shared.router.clear_sessions();
                 self.shared.proxy.reset_stats();
+                self.shared.upstreams.reset_latency();
                 if let Some(t) = &self.traffic {
                     t.reset();
                 }

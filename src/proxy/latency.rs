@@ -49,6 +49,13 @@ impl Latency {
         self.buckets[bucket_of(d.as_micros() as u64)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Forgets every observation.
+    pub fn reset(&self) {
+        for b in &self.buckets {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()

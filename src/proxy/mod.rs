@@ -425,7 +425,7 @@ impl Proxy {
                 Err(e) => {
                     tracing::debug!("{}: {e}", route.backend.name);
                     if upstream.connect_failed() == settings.fall {
-                        self.health.connects_failing(&route.backend, e.to_string());
+                        self.health.connects_failing(&route.backend, e.reason());
                     }
                     if !self.redispatch(&mut route, &mut tried, &mut attempts) {
                         return self.gave_up(attempts, false);

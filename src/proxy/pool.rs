@@ -49,6 +49,18 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// Why, in a few words and without the address: `connection refused`,
+    /// `connect timeout`, `handshake failed: …`.
+    pub fn reason(&self) -> String {
+        match self {
+            ConnectError::Refused { source, .. } => crate::engine::health::os_error_text(source),
+            ConnectError::TimedOut { .. } => "connect timeout".into(),
+            ConnectError::Handshake { source, .. } => format!("handshake failed: {source}"),
+        }
+    }
+}
+
 /// Idle lists per proxy shard, plus one for threads that are not shards.
 const SHARD_SLOTS: usize = 65;
 

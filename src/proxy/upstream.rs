@@ -60,6 +60,13 @@ impl Upstreams {
         });
     }
 
+    /// Forgets every backend's latency (a lesson starts afresh).
+    pub fn reset_latency(&self) {
+        for u in self.by_id.load().iter().flatten() {
+            u.latency.reset();
+        }
+    }
+
     /// Registers a backend (call once per id, when it is added).
     pub fn register(&self, backend: &Arc<Backend>, max_idle: usize) -> Arc<Upstream> {
         let upstream = Arc::new(Upstream {

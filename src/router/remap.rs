@@ -19,6 +19,8 @@ pub enum ChangeKind {
     Reweighted,
     /// A backend was added but takes nothing until its health checks pass.
     Added,
+    /// A drain ended: the sessions still on the backend moved.
+    Drained,
 }
 
 /// The outcome of one topology change.
@@ -30,8 +32,10 @@ pub struct RemapSummary {
     pub kind: ChangeKind,
     /// Live sessions when it happened.
     pub sessions: u64,
-    /// Sessions actually moved to another backend.
+    /// Sessions actually moved to another backend because of the change.
     pub moved: u64,
+    /// Of those, sessions redispatch moved before the failure was detected.
+    pub redispatched: u64,
     /// Sessions whose owner under pure consistent hashing changed.
     pub ring: u64,
     /// Sessions whose owner under `position % backends` changed.
@@ -93,6 +97,13 @@ impl fmt::Display for RemapSummary {
             ChangeKind::Left => {
                 write!(f, "{b} left: ")?;
                 moved(f)?;
+                if self.redispatched > 0 {
+                    write!(
+                        f,
+                        ", {} of them by redispatch before it was found down",
+                        thousands(self.redispatched)
+                    )?;
+                }
                 write!(
                     f,
                     " — modulo would have moved {}, ideal {}",
@@ -113,9 +124,16 @@ impl fmt::Display for RemapSummary {
             }
             ChangeKind::Draining => write!(
                 f,
-                "{b} is draining: no session moves; new keys that would land on it go to the next backend \
-                 (a stateless ring would have moved {} of {} sessions)",
+                "{b} is draining: no session moved; new keys that hash to it (as {} of the {} live sessions' \
+                 keys do) go to the next backend clockwise; its sessions stay until the drain ends",
                 pct(self.ring_share()),
+                thousands(self.sessions)
+            ),
+            ChangeKind::Drained => write!(
+                f,
+                "{b}'s drain ended: the {} sessions still on it moved ({} of {} live); no other session moved",
+                thousands(self.moved),
+                pct(self.moved_share()),
                 thousands(self.sessions)
             ),
             ChangeKind::Reweighted => {
@@ -146,6 +164,7 @@ mod tests {
             kind: ChangeKind::Left,
             sessions: 3100,
             moved: 1032,
+            redispatched: 0,
             ring: 1032,
             modulo: 2071,
             ideal: ideal_share(3, 2),
