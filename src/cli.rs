@@ -179,10 +179,12 @@ impl RunArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Consistent hashing against modulo: keys per backend before and after a
-    /// backend leaves or joins, and the share of keys remapped by each.
+    /// backend leaves or joins, and the share of keys remapped by each (with
+    /// no option, api-2 leaves).
     Ring(RingArgs),
-    /// A sticky-session simulator: JSON messages on stdin, answers on stdout,
-    /// one object per line, driving the real router with simulated backends.
+    /// A sticky-session simulator: JSON messages on stdin (one per line, or
+    /// spread over lines), one answer per line on stdout, driving the real
+    /// router with simulated backends.
     Sim(SimArgs),
     /// Run one demo backend as its own process, for failover experiments.
     DemoBackend(DemoBackendArgs),

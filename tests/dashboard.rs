@@ -643,8 +643,9 @@ fn any_size_renders_without_panicking() {
 #[test]
 fn the_last_change_is_wrapped_never_cut_mid_word() {
     let app = fixture();
-    let summary = remap().to_string();
     for (w, h) in SIZES {
+        // Narrower than 110 columns, the same in fewer words.
+        let summary = if w >= 110 { remap().to_string() } else { remap().brief() };
         let screen = text(&app, (w, h));
         let lines: Vec<&str> = screen
             .lines()

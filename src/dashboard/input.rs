@@ -183,7 +183,11 @@ pub const KEYS: [(&str, &str); 26] = [
 ];
 
 /// The words the dashboard uses, for the help.
-pub const WORDS: [(&str, &str); 5] = [
+pub const WORDS: [(&str, &str); 6] = [
+    (
+        "ring",
+        "outside, who takes a new key landing there now (a fill per backend); inside, • each vnode (◦ draining, × out of service), · each session, ◆ the last key; a legend bar half full is an even share",
+    ),
     (
         "moved",
         "a session the balancer sent to another backend because its own left (kill, down, remove, end of a drain) — counted in the last change, redispatched requests included",

@@ -128,8 +128,8 @@ pub struct Scene {
     pub log: VecDeque<LogLine>,
     /// The last route, for the arc on the ring.
     pub last_route: Option<LastRoute>,
-    /// The last remap summary.
-    pub remap: Option<String>,
+    /// The last change's remap summary.
+    pub remap: Option<crate::router::RemapSummary>,
     /// Requests per second by backend name, oldest first.
     pub history: Vec<(String, VecDeque<u64>)>,
     /// Requests per second overall (last second).
@@ -296,7 +296,7 @@ impl Scene {
             }
             Event::Remap(summary) => {
                 let text = summary.to_string();
-                self.remap = Some(text.clone());
+                self.remap = Some(summary.clone());
                 self.log_line(at_secs, LogKind::Remap, text);
             }
             Event::ForgedCookie => self.log_line(at_secs, LogKind::Alarm, "forged cookie ignored".into()),

@@ -269,7 +269,8 @@ fn draw_header(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
 /// The last change, wrapped to at most two lines (three when wide).
 fn remap_lines(app: &App, width: u16) -> Vec<String> {
     let text = match &app.scene().remap {
-        Some(r) => format!("last change: {r}"),
+        Some(r) if width >= 110 => format!("last change: {r}"),
+        Some(r) => format!("last change: {}", r.brief()),
         None => "last change: none yet — kill (x), drain (d) or add (a) a backend to see what moves".to_owned(),
     };
     let most = if width >= 110 { 3 } else { 2 };

@@ -49,7 +49,8 @@ impl Engine {
             Command::Remove(name) => self.remove(&name).await,
             Command::Vnodes(n) => {
                 let summary = self.shared.router.set_vnodes(n)?;
-                Ok(format!("{n} virtual nodes per unit of weight — {summary}"))
+                let vnodes = crate::text::plural(u64::from(n), "virtual node");
+                Ok(format!("{vnodes} per unit of weight — {summary}"))
             }
             Command::Placement(p) => {
                 self.shared.router.set_placement(p);
@@ -70,7 +71,8 @@ impl Engine {
                 self.traffic_rate(to)
             }
             Command::Restart => {
-                let forgotten = self.shared.router.clear_sessions();
+                let live = self.shared.router.session_count();
+                self.shared.router.clear_sessions();
                 self.shared.proxy.reset_stats();
                 self.shared.upstreams.reset_latency();
                 if let Some(t) = &self.traffic {
@@ -83,7 +85,8 @@ impl Engine {
                 }
                 self.last_second = (0, 0);
                 Ok(format!(
-                    "the lesson starts afresh: {forgotten} sessions and every counter forgotten; the backends stay as they are"
+                    "the lesson starts afresh: the {} and every counter are forgotten; the backends stay as they are",
+                    crate::text::plural(live, "session")
                 ))
             }
             Command::Reload(config) => self.reload(*config).await,

@@ -65,6 +65,54 @@ impl RemapSummary {
     }
 }
 
+impl RemapSummary {
+    /// The same in fewer words, for narrow screens, e.g. "api-2 left: 6 of
+    /// 20 sessions moved (30.0%), 2 by redispatch — modulo 70.0%, ideal 33.3%".
+    pub fn brief(&self) -> String {
+        let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+        let b = &self.backend;
+        let moved = format!(
+            "{} of {} sessions moved ({})",
+            thousands(self.moved),
+            thousands(self.sessions),
+            pct(self.moved_share())
+        );
+        match self.kind {
+            ChangeKind::Left => {
+                let early = match self.redispatched {
+                    0 => String::new(),
+                    n => format!(", {} by redispatch", thousands(n)),
+                };
+                format!(
+                    "{b} left: {moved}{early} — modulo {}, ideal {}",
+                    pct(self.modulo_share()),
+                    pct(self.ideal)
+                )
+            }
+            ChangeKind::Joined => format!(
+                "{b} joined: {moved}, sessions stay — stateless ring {}, modulo {}, ideal {}",
+                pct(self.ring_share()),
+                pct(self.modulo_share()),
+                pct(self.ideal)
+            ),
+            ChangeKind::Draining => format!(
+                "{b} is draining: no session moved; its new keys go to the next backend ({} of sessions' keys)",
+                pct(self.ring_share())
+            ),
+            ChangeKind::Drained => format!(
+                "{b}'s drain ended: the {} sessions still on it moved ({}); no other",
+                thousands(self.moved),
+                pct(self.moved_share())
+            ),
+            ChangeKind::Reweighted => format!(
+                "{b} reweighted: {moved}, sessions stay — stateless ring {}",
+                pct(self.ring_share())
+            ),
+            ChangeKind::Added => format!("{b} added: it takes new sessions once its health checks pass"),
+        }
+    }
+}
+
 /// The ideal share to move when the number of backends goes from `before` to `after`.
 pub fn ideal_share(before: usize, after: usize) -> f64 {
     let most = before.max(after);

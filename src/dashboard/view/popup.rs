@@ -37,7 +37,7 @@ pub fn help(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect, scroll:
     let width = 78.min(area.width);
     let inner_w = width.saturating_sub(2) as usize;
     let term_w = 14.min(inner_w / 3);
-    let text_w = inner_w.saturating_sub(term_w + 2);
+    let text_w = inner_w.saturating_sub(term_w + 3);
     // Each entry wraps to as many lines as its meaning needs.
     let mut body: Vec<Line<'_>> = Vec::new();
     for (term, meaning) in &lines {

@@ -91,7 +91,9 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         return;
     }
     let snapshot = &app.scene().snapshot;
-    let legend_rows = (snapshot.backends.len() as u16 + 1).min(area.height.saturating_sub(7) / 2);
+    // A line per backend first, then the last key, leaving the ring 8 rows.
+    let backends = snapshot.backends.len() as u16;
+    let legend_rows = (backends + 1).min(area.height.saturating_sub(8));
     let [canvas, legend] = Layout::vertical([Constraint::Min(0), Constraint::Length(legend_rows)]).areas(area);
     let vnodes = super::vnodes(snapshot.vnodes_per_weight);
     let title = [
@@ -257,6 +259,15 @@ fn draw_legend(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         .max()
         .unwrap_or(0);
     let bar_w = width.saturating_sub(name_w + 10).min(10);
+    // Half the bar is an even share of the backends that take new keys.
+    let taking = scene
+        .snapshot
+        .backends
+        .iter()
+        .filter(|b| b.state.takes_new_sessions())
+        .count()
+        .max(1);
+    let even = 1.0 / taking as f64;
     let mut lines: Vec<Line<'_>> = Vec::new();
     if let Some(r) = &scene.last_route {
         lines.push(Line::from(vec![
@@ -275,7 +286,8 @@ fn draw_legend(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
             Span::raw(format!("{:<name_w$} ", b.name)),
         ];
         if b.state.takes_new_sessions() {
-            let filled = ((b.ring_share * bar_w as f64).round() as usize).min(bar_w);
+            let filled = ((b.ring_share / (2.0 * even) * bar_w as f64).round() as usize)
+                .clamp(usize::from(b.ring_share > 0.0), bar_w);
             spans.push(Span::styled(glyph.to_string().repeat(filled), colour));
             spans.push(Span::styled("·".repeat(bar_w - filled), theme.dim()));
             spans.push(Span::raw(format!(" {:.1}%", b.ring_share * 100.0)));
@@ -291,6 +303,6 @@ fn draw_legend(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         .len()
         .saturating_sub(area.height as usize)
         .min(usize::from(scene.last_route.is_some()));
-    let lines: Vec<Line<'_>> = lines.into_iter().skip(skip).collect();
+    let lines: Vec<Line<'_>> = lines.into_iter().skip(skip).take(area.height as usize).collect();
     frame.render_widget(Paragraph::new(lines), area);
 }
