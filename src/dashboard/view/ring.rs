@@ -91,9 +91,11 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         return;
     }
     let snapshot = &app.scene().snapshot;
-    // A line per backend first, then the last key, leaving the ring 8 rows.
+    // A line per backend (the ring keeps 6 rows), then the last key (8).
     let backends = snapshot.backends.len() as u16;
-    let legend_rows = (backends + 1).min(area.height.saturating_sub(8));
+    let legend_rows = (backends + 1)
+        .min(area.height.saturating_sub(8))
+        .max(backends.min(area.height.saturating_sub(6)));
     let [canvas, legend] = Layout::vertical([Constraint::Min(0), Constraint::Length(legend_rows)]).areas(area);
     let vnodes = super::vnodes(snapshot.vnodes_per_weight);
     let title = [
