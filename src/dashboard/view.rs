@@ -310,13 +310,7 @@ fn draw_lesson(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         title.push_str(" (? shows the whole lesson)");
     }
     let mut lines = vec![Line::from(vec![
-        Span::styled(
-            " lesson ",
-            theme
-                .fg(Color::Black)
-                .bg_if(theme, Color::Cyan)
-                .add_modifier(Modifier::BOLD),
-        ),
+        Span::styled(" lesson ", theme.badge()),
         Span::styled(
             fit(&format!(" {title}"), w.saturating_sub(8)),
             Style::new().add_modifier(Modifier::BOLD),
@@ -465,19 +459,4 @@ fn draw_footer(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
     left.push(Span::raw(" ".repeat(pad)));
     left.extend(tail_spans);
     frame.render_widget(Paragraph::new(Line::from(left)), area);
-}
-
-/// A background colour, only with colours on.
-trait BgIf {
-    fn bg_if(self, theme: &Theme, c: Color) -> Self;
-}
-
-impl BgIf for Style {
-    fn bg_if(self, theme: &Theme, c: Color) -> Style {
-        if theme.color {
-            self.bg(c)
-        } else {
-            self.add_modifier(Modifier::REVERSED)
-        }
-    }
 }

@@ -52,6 +52,16 @@ impl Theme {
         GLYPHS[i % GLYPHS.len()]
     }
 
+    /// A label that stands out: dark on cyan, or reversed without colour.
+    pub fn badge(&self) -> Style {
+        let style = Style::new().add_modifier(Modifier::BOLD);
+        if self.color {
+            style.fg(Color::Black).bg(Color::Cyan)
+        } else {
+            style.add_modifier(Modifier::REVERSED)
+        }
+    }
+
     /// A backend state's style.
     pub fn state(&self, s: BackendState) -> Style {
         let c = match s {
