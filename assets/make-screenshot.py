@@ -2,8 +2,8 @@
 """Turns a terminal capture with colours (`tmux capture-pane -p -e`) into an
 SVG that looks like the terminal. Used to make assets/dashboard.svg:
 
-    tmux new -d -s rs -x 160 -y 48 'ringside'
-    sleep 15; tmux send-keys -t rs j x; sleep 5
+    tmux new -d -s rs -x 160 -y 48 'ringside --vnodes 16'
+    sleep 12; tmux send-keys -t rs j x; sleep 5
     tmux capture-pane -p -e -t rs | python3 assets/make-screenshot.py > assets/dashboard.svg
 """
 import html

@@ -148,7 +148,7 @@ impl RunArgs {
             c.traffic.enabled = Some(true);
         }
         if let Some(v) = &self.log_file {
-            c.log.file = v.clone();
+            c.log.file = Some(v.clone());
         }
         if let Some(v) = self.threads {
             c.proxy.threads = usize::from(v);
@@ -179,10 +179,12 @@ impl RunArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Consistent hashing against modulo: keys per backend before and after a
-    /// backend leaves or joins, and the share of keys remapped by each.
+    /// backend leaves or joins, and the share of keys remapped by each (with
+    /// no option, api-2 leaves).
     Ring(RingArgs),
-    /// A sticky-session simulator: JSON messages on stdin, answers on stdout,
-    /// one object per line, driving the real router with simulated backends.
+    /// A sticky-session simulator: JSON messages on stdin (one per line, or
+    /// spread over lines), one answer per line on stdout, driving the real
+    /// router with simulated backends.
     Sim(SimArgs),
     /// Run one demo backend as its own process, for failover experiments.
     DemoBackend(DemoBackendArgs),
@@ -280,6 +282,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let change = match (a.remove, a.add) {
                 (Some(name), _) => Some(experiment::Change::Remove(name)),
                 (None, Some(name)) => Some(experiment::Change::Add(name)),
+                // For people, a change worth seeing: the seed's (api-2
+                // leaves). A probe walks the ring as it stands.
+                (None, None) if !a.json && a.probe.is_none() => {
+                    let change = if a.backends >= 2 {
+                        experiment::Change::Remove("api-2".into())
+                    } else {
+                        experiment::Change::Add("api-2".into())
+                    };
+                    let flag = match &change {
+                        experiment::Change::Remove(n) => format!("--remove {n}"),
+                        experiment::Change::Add(n) => format!("--add {n}"),
+                    };
+                    println!("no --remove or --add given: showing {flag} (give either to choose the change)\n");
+                    Some(change)
+                }
                 (None, None) => None,
             };
             let experiment = RingExperiment {
@@ -346,7 +363,8 @@ fn balancer(args: RunArgs) -> anyhow::Result<()> {
             crate::headless::run(listeners, config, reread).await
         })
     } else {
-        let log_path = config.log.file.clone();
+        crate::dashboard::require_terminal()?;
+        let log_path = config.log.path(config.listen);
         let _log = crate::logging::to_file(&log_path, &config.log.level)?;
         args.resolve_secret(&mut config)?;
         let traffic = config.traffic.enabled.unwrap_or(true);
@@ -364,29 +382,21 @@ fn balancer(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
-    use crate::experiment::scenario::{Scenario, drive, run_file};
+    use crate::experiment::scenario::{Scenario, run_file};
     let rt = runtime()?;
     let report = if a.tui {
+        crate::dashboard::require_terminal()?;
         let (scenario, actions) = Scenario::load(&a.file)?;
         let config = scenario.config();
-        let log_path = config.log.file.clone();
+        let log_path = config.log.path(config.listen);
         let _log = crate::logging::to_file(&log_path, &config.log.level)?;
-        let name = a.file.display().to_string();
-        let report = rt.block_on(async {
-            let handle = crate::app::bind_and_start(config, StartOptions { traffic: true }).await?;
-            let run = tokio::spawn(drive(handle.clone(), name, scenario.duration_secs, actions, |_| {}));
-            let ui = crate::dashboard::run(&handle, &log_path.display().to_string()).await;
-            let report = if run.is_finished() { run.await.ok() } else { None };
-            handle.shutdown().await;
-            ui.map(|()| report)
-        })?;
-        report.ok_or_else(|| anyhow::anyhow!("the dashboard was closed before the scenario finished"))?
+        rt.block_on(lesson_in_dashboard(&a.file, scenario, actions, &log_path))?
     } else {
         crate::logging::to_stderr("warn");
         let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !a.json;
-        rt.block_on(run_file(&a.file, |line| {
+        rt.block_on(run_file(&a.file, |progress| {
             if interactive {
-                println!("{line}");
+                println!("{progress}");
             }
         }))?
     };
@@ -406,6 +416,60 @@ fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("{} check(s) failed: {}", failed.len(), failed.join("; "))
     }
+}
+
+/// Runs a scenario in the dashboard, the lesson shown above it; returns
+/// the report once the user quits after its end.
+async fn lesson_in_dashboard(
+    file: &std::path::Path,
+    scenario: crate::experiment::scenario::Scenario,
+    actions: Vec<(f64, crate::experiment::scenario::Action)>,
+    log_path: &std::path::Path,
+) -> anyhow::Result<crate::experiment::scenario::Report> {
+    use crate::dashboard::lesson::{Lesson, LessonStep};
+    use crate::experiment::scenario::{Progress, drive};
+    let name = file.display().to_string();
+    let lesson = Lesson {
+        name: name.clone(),
+        about: scenario.about.clone(),
+        steps: actions
+            .iter()
+            .map(|(at, a)| LessonStep {
+                at_secs: *at,
+                label: a.label(),
+            })
+            .collect(),
+        duration_secs: scenario.duration_secs,
+        ..Lesson::default()
+    };
+    let handle = crate::app::bind_and_start(scenario.config(), StartOptions { traffic: true }).await?;
+    let (tx, rx) = tokio::sync::watch::channel(Lesson {
+        started: Some(std::time::Instant::now()),
+        ..lesson
+    });
+    let driver = handle.clone();
+    let run = tokio::spawn(async move {
+        let report = drive(driver, name, scenario.duration_secs, actions, |p| {
+            tx.send_modify(|l| match p {
+                Progress::Step { index, .. } => {
+                    l.current = Some(*index);
+                    l.outcome = None;
+                }
+                Progress::Outcome(text) => l.outcome = Some(text.clone()),
+                Progress::Check { passed, text, .. } => {
+                    l.outcome = Some(format!("{} {text}", if *passed { "ok" } else { "FAILED" }));
+                }
+            })
+        })
+        .await;
+        tx.send_modify(|l| l.ended = true);
+        report
+    });
+    let ui = crate::dashboard::run_lesson(&handle, &log_path.display().to_string(), Some(rx)).await;
+    let report = if run.is_finished() { run.await.ok() } else { None };
+    handle.shutdown().await;
+    ui?;
+    report.ok_or_else(|| anyhow::anyhow!("the dashboard was closed before the scenario finished"))
 }
 
 fn runtime() -> io::Result<tokio::runtime::Runtime> {

@@ -385,16 +385,33 @@ impl Default for TrafficSection {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// Where the dashboard's log goes (headless mode logs to stderr).
-    pub file: PathBuf,
+    /// Where the dashboard's log goes (headless mode logs to stderr); by
+    /// default one file per instance, see [`LogConfig::path`].
+    pub file: Option<PathBuf>,
     /// A tracing filter, e.g. `info` or `ringside=debug`.
     pub level: String,
+}
+
+impl LogConfig {
+    /// The log file of an instance whose proxy listens on `listen`: the
+    /// configured one, or `ringside-PORT.log` in the temporary directory
+    /// (`ringside-pidPID.log` when the OS chooses the port), so that two
+    /// instances never share one.
+    pub fn path(&self, listen: SocketAddr) -> PathBuf {
+        self.file.clone().unwrap_or_else(|| {
+            let name = match listen.port() {
+                0 => format!("ringside-pid{}.log", std::process::id()),
+                port => format!("ringside-{port}.log"),
+            };
+            std::env::temp_dir().join(name)
+        })
+    }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            file: std::env::temp_dir().join("ringside.log"),
+            file: None,
             level: "info".into(),
         }
     }

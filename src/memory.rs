@@ -64,7 +64,7 @@ mod tests {
         assert!(!t.due(5000, 3900, 0));
         assert!(!t.due(4200, 3000, 0));
         assert!(t.due(3900, 2000, 0), "open ones closed");
-        assert!(!t.due(9000, 100, 0));
+        assert!(!t.due(9000, 2100, 0));
         assert!(t.due(0, 0, 0));
         assert!(t.due(0, 0, 100), "backend connections purged");
         trim();

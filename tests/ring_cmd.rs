@@ -98,6 +98,18 @@ fn text_report_reads_like_the_article() {
 }
 
 #[test]
+fn with_no_options_it_shows_a_change_worth_seeing() {
+    let out = ringside(&["ring"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("no --remove or --add given: showing --remove api-2"),
+        "{text}"
+    );
+    assert!(text.contains("remapped keys: ring"), "{text}");
+}
+
+#[test]
 fn bad_arguments_are_clear_errors() {
     for (args, needle) in [
         (vec!["ring", "--remove", "api-9"], "no backend named \"api-9\""),

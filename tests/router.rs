@@ -498,6 +498,75 @@ fn a_dead_backends_sessions_move_clockwise_and_no_others_do() {
 }
 
 #[test]
+fn sessions_redispatched_before_a_failure_is_detected_count_as_moved() {
+    let r = router(3, Placement::Ring);
+    let keys = keys(900);
+    let before: Vec<String> = keys.iter().map(|k| place_new(&r, k)).collect();
+    let on_api2 = before.iter().filter(|b| *b == "api-2").count() as u64;
+    // The server died; until it is marked down, requests to it fail to
+    // connect and are redispatched, each moving its session.
+    let early: Vec<&String> = keys
+        .iter()
+        .zip(&before)
+        .filter(|(_, b)| *b == "api-2")
+        .map(|(k, _)| k)
+        .take(7)
+        .collect();
+    for k in &early {
+        let route = r.route(SessionKey::Text(k.as_bytes()), T0).unwrap();
+        assert_eq!(&*route.backend.name, "api-2");
+        let moved = r.redispatch(&route, &[], T0).unwrap();
+        assert_ne!(&*moved.backend.name, "api-2");
+    }
+    let summary = r.set_state("api-2", BackendState::Down).unwrap().unwrap();
+    assert_eq!(summary.kind, ChangeKind::Left);
+    assert_eq!(summary.moved, on_api2, "{summary}");
+    assert_eq!(summary.redispatched, 7);
+    assert!(summary.to_string().contains("7 of them by redispatch"), "{summary}");
+    assert_eq!(r.stats_snapshot().reassigned, on_api2);
+    // Counted once: the next change starts from nothing.
+    let back = r.set_state("api-2", BackendState::Up).unwrap().unwrap();
+    assert_eq!(back.redispatched, 0);
+    let again = r.set_state("api-2", BackendState::Down).unwrap().unwrap();
+    assert_eq!((again.moved, again.redispatched), (0, 0));
+}
+
+#[test]
+fn a_passing_failure_is_forgotten_when_the_backend_answers() {
+    let r = router(3, Placement::Ring);
+    let keys = keys(300);
+    let before: Vec<String> = keys.iter().map(|k| place_new(&r, k)).collect();
+    let k = keys.iter().zip(&before).find(|(_, b)| *b == "api-3").unwrap().0;
+    let route = r.route(SessionKey::Text(k.as_bytes()), T0).unwrap();
+    r.redispatch(&route, &[], T0).unwrap();
+    r.forget_redispatches(route.backend.id);
+    let summary = r.set_state("api-3", BackendState::Down).unwrap().unwrap();
+    assert_eq!(summary.redispatched, 0);
+}
+
+#[test]
+fn a_drains_end_says_what_it_moved() {
+    let r = router(3, Placement::Ring);
+    let keys = keys(300);
+    let before: Vec<String> = keys.iter().map(|k| place_new(&r, k)).collect();
+    let on_api1 = before.iter().filter(|b| *b == "api-1").count() as u64;
+    let start = r.set_state("api-1", BackendState::Draining).unwrap().unwrap();
+    let text = start.to_string();
+    assert!(text.contains("no session moved") && !text.contains("modulo"), "{text}");
+    let end = r.set_state("api-1", BackendState::Drained).unwrap().unwrap();
+    assert_eq!(end.kind, ChangeKind::Drained);
+    assert_eq!(end.moved, on_api1);
+    let text = end.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "api-1's drain ended: the {on_api1} sessions still on it moved"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("modulo"), "{text}");
+}
+
+#[test]
 fn draining_keeps_sessions_and_refuses_new_ones() {
     let r = router(3, Placement::Ring);
     let keys = keys(600);

@@ -329,6 +329,31 @@ fn bad_input_is_answered_and_the_simulator_carries_on() {
 }
 
 #[test]
+fn messages_spread_over_several_lines_are_read_as_the_task_writes_them() {
+    // The task's sample, pretty-printed, then two on one line, then garbage.
+    let sample = serde_json::to_string_pretty(&request(1, json!({}))).unwrap();
+    assert!(sample.lines().count() > 5);
+    let mut input = format!("{sample}\n");
+    input.push_str(&format!(
+        "{} {}\n",
+        request(2, json!({})),
+        message("stats", 3, json!({}))
+    ));
+    input.push_str("not json\n{\"body\":\n");
+    let answers = converse_raw(&config(), input.as_bytes());
+    let kinds: Vec<&str> = answers.iter().map(|a| a["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["http_response", "http_response", "stats_ok", "error", "error"]);
+    assert_eq!(answers[0]["in_reply_to"], 1);
+    assert!(answers[3]["text"].as_str().unwrap().contains("not valid JSON"));
+    assert!(
+        answers[4]["text"]
+            .as_str()
+            .unwrap()
+            .contains("ended inside a JSON value")
+    );
+}
+
+#[test]
 fn a_huge_line_is_refused_without_buffering_it() {
     let mut input = vec![b'x'; ringside::sim::MAX_LINE + 10];
     input.push(b'\n');

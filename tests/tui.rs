@@ -1,9 +1,13 @@
 //! End to end in a real terminal: the built binary in tmux, driven by keys,
-//! read off the captured screen. `.ci/run` installs tmux; elsewhere the test
-//! is skipped with a note when tmux is missing.
+//! read off the captured screen. `.ci/run` installs tmux; elsewhere the
+//! tests are skipped with a note when tmux is missing. Every wait polls the
+//! screen (or the log file) against a deadline.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(20);
 
 struct Tmux {
     session: String,
@@ -14,7 +18,7 @@ struct Tmux {
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Tmux {
-    fn start(command: &str) -> Option<Tmux> {
+    fn start(command: &str, width: u16, height: u16) -> Option<Tmux> {
         let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         if Command::new("tmux").arg("-V").output().is_err() {
             assert!(
@@ -27,8 +31,9 @@ impl Tmux {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let session = format!("ringside-test-{}-{n}", std::process::id());
+        let (w, h) = (width.to_string(), height.to_string());
         let status = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "48", command])
+            .args(["new-session", "-d", "-s", &session, "-x", &w, "-y", &h, command])
             .status()
             .unwrap();
         assert!(status.success());
@@ -45,7 +50,7 @@ impl Tmux {
 
     fn keys(&self, keys: &str) {
         Command::new("tmux")
-            .args(["send-keys", "-t", &self.session, keys])
+            .args(["send-keys", "-t", &self.session, "--", keys])
             .status()
             .unwrap();
     }
@@ -65,6 +70,16 @@ impl Tmux {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    /// Checks that `check` stays true for all of `period`, every 100 ms.
+    fn holds(&self, what: &str, period: Duration, check: impl Fn(&str) -> bool) {
+        let until = Instant::now() + period;
+        while Instant::now() < until {
+            let screen = self.screen();
+            assert!(check(&screen), "{what} stopped holding; the screen:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Tmux {
@@ -75,11 +90,64 @@ impl Drop for Tmux {
     }
 }
 
+/// The dashboard on the demo world, on ports the OS chooses, logging to a
+/// file of its own, once its three backends are up; `EXITED <status>`
+/// shows when it ends.
+fn dashboard(width: u16, height: u16) -> Option<(Tmux, PathBuf)> {
+    dashboard_with(width, height, "")
+}
+
+/// [`dashboard`] with `config` as its configuration file (TOML) and a
+/// cookie secret of its own (none is kept in the user's state directory).
+fn dashboard_with(width: u16, height: u16, config: &str) -> Option<(Tmux, PathBuf)> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = |ext: &str| std::env::temp_dir().join(format!("ringside-tui-{}-{n}.{ext}", std::process::id()));
+    let (log, config_file) = (file("log"), file("toml"));
+    std::fs::write(&config_file, config).unwrap();
+    let command = format!(
+        "{} --config {} --ephemeral-secret --demo-port 0 --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-file {}; echo EXITED $?; sleep 30",
+        env!("CARGO_BIN_EXE_ringside"),
+        config_file.display(),
+        log.display()
+    );
+    let tmux = Tmux::start(&command, width, height)?;
+    tmux.wait("three backends up", LONG, |s| {
+        ["api-1", "api-2", "api-3"].iter().all(|n| state_of(s, n, "▲ up"))
+    });
+    Some((tmux, log))
+}
+
+/// Waits until the log file says `text`.
+fn wait_for_log(log: &Path, text: &str) -> String {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let content = std::fs::read_to_string(log).unwrap_or_default();
+        if content.contains(text) {
+            return content;
+        }
+        assert!(Instant::now() < deadline, "the log never said {text:?}:\n{content}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn quit_cleanly(tmux: &Tmux, log: &Path) {
+    tmux.keys("q");
+    let after = tmux.wait("a clean exit", LONG, |s| s.contains("EXITED"));
+    assert!(after.contains("EXITED 0"), "{after}");
+    assert!(after.contains("ringside: the log is in"), "{after}");
+    assert!(
+        !after.contains("┌ backends"),
+        "the dashboard was left on the screen:\n{after}"
+    );
+    let _ = std::fs::remove_file(log);
+}
+
 /// The backends-table row of `name`: the line that names it with a state.
 fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
     screen.lines().find(|l| {
         l.contains(&format!("{name} "))
-            && ["▲ up", "▼ down", "◐ draining", "◌ drained", "✖ killed", "○ removed"]
+            && ["▲ up", "▼ down", "◐ draining", "✖ killed", "○ removed", "◌ drained"]
                 .iter()
                 .any(|s| l.contains(s))
     })
@@ -89,69 +157,171 @@ fn state_of(screen: &str, name: &str, state: &str) -> bool {
     row(screen, name).is_some_and(|r| r.contains(state))
 }
 
+/// The keys line at the bottom.
+fn footer(screen: &str) -> &str {
+    screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
+}
+
+/// The flash line, just above the keys.
+fn flash(screen: &str) -> &str {
+    screen
+        .lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .nth(1)
+        .unwrap_or("")
+}
+
 /// Each key is pressed once the state it acts on is on the screen: a drain
 /// (1 s here) ends `drained`, which `u`, `x` and `r` each act on.
 #[test]
 fn keys_drain_kill_and_revive_a_backend_and_q_leaves_a_clean_shell() {
-    let log = std::env::temp_dir().join(format!("ringside-tui-{}.log", std::process::id()));
-    let config = std::env::temp_dir().join(format!("ringside-tui-{}.toml", std::process::id()));
-    std::fs::write(&config, "[drain]\ntimeout_secs = 1\n").unwrap();
-    let command = format!(
-        "{} --config {} --ephemeral-secret --demo-port 0 --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-file {}; echo EXITED $?; sleep 30",
-        env!("CARGO_BIN_EXE_ringside"),
-        config.display(),
-        log.display()
-    );
-    let Some(tmux) = Tmux::start(&command) else { return };
-    let long = Duration::from_secs(20);
-    tmux.wait("the ring and three backends", long, |s| {
-        s.contains("ring") && ["api-1", "api-2", "api-3"].iter().all(|n| state_of(s, n, "▲ up"))
-    });
+    let Some((tmux, log)) = dashboard_with(160, 48, "[drain]\ntimeout_secs = 1\n") else {
+        return;
+    };
     tmux.keys("j");
-    tmux.wait("api-2 selected", long, |s| {
+    tmux.wait("api-2 selected", LONG, |s| {
         row(s, "api-2").is_some_and(|r| r.contains("›api-2"))
     });
     // d: the drain ends (empty, or at its 1 s timeout) and leaves it drained; u: back.
     tmux.keys("d");
-    tmux.wait("api-2 drained", long, |s| state_of(s, "api-2", "◌ drained"));
+    tmux.wait("api-2 drained", LONG, |s| state_of(s, "api-2", "◌ drained"));
     tmux.keys("u");
-    tmux.wait("api-2 up after u", long, |s| state_of(s, "api-2", "▲ up"));
+    tmux.wait("api-2 up after u", LONG, |s| state_of(s, "api-2", "▲ up"));
     // x on a drained backend kills it at once; r brings it back.
     tmux.keys("d");
-    tmux.wait("api-2 drained again", long, |s| state_of(s, "api-2", "◌ drained"));
+    tmux.wait("api-2 drained again", LONG, |s| state_of(s, "api-2", "◌ drained"));
     tmux.keys("x");
-    tmux.wait("api-2 killed while drained", long, |s| state_of(s, "api-2", "✖ killed"));
+    tmux.wait("api-2 killed while drained", LONG, |s| state_of(s, "api-2", "✖ killed"));
     tmux.keys("r");
-    tmux.wait("api-2 up after r", long, |s| state_of(s, "api-2", "▲ up"));
+    tmux.wait("api-2 up after r", LONG, |s| state_of(s, "api-2", "▲ up"));
     // x on a serving backend: the balancer finds it dead, and says how fast.
     tmux.keys("x");
-    let killed = tmux.wait("api-2 found dead", long, |s| {
+    let killed = tmux.wait("api-2 found dead", LONG, |s| {
         row(s, "api-2").is_some_and(|r| r.contains("✖ killed") && r.contains("detected in"))
     });
     assert!(row(&killed, "api-2").is_some(), "{killed}");
-    // The events pane may already have scrolled past the kill (every moved
-    // session is an event); the log file keeps it.
-    let deadline = Instant::now() + long;
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("killed api-2") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the log never said `killed api-2`:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The events pane may already have scrolled past the kill; the log keeps it.
+    wait_for_log(&log, "killed api-2");
     tmux.keys("r");
-    tmux.wait("api-2 back up", long, |s| state_of(s, "api-2", "▲ up"));
-    tmux.keys("q");
-    let after = tmux.wait("a clean exit", long, |s| s.contains("EXITED"));
-    assert!(after.contains("EXITED 0"), "{after}");
-    assert!(after.contains("ringside: the log is in"), "{after}");
+    let up = tmux.wait("api-2 back up", LONG, |s| state_of(s, "api-2", "▲ up"));
+    assert!(!row(&up, "api-2").unwrap().contains("detected in"), "{up}");
+    quit_cleanly(&tmux, &log);
+}
+
+#[test]
+fn esc_clears_the_filter_and_never_quits() {
+    let Some((tmux, log)) = dashboard(80, 24) else { return };
+    let idle = tmux.screen();
+    assert!(footer(&idle).ends_with("? help · q quit"), "{idle}");
+    tmux.keys("/");
+    tmux.keys("3");
+    tmux.wait("the filter being typed", LONG, |s| footer(s).contains("filter: 3▏"));
+    tmux.keys("Escape");
+    tmux.wait("the filter cleared", LONG, |s| {
+        footer(s).ends_with("? help · q quit") && !s.contains("/3")
+    });
+    // Nothing left to close: Esc says how to quit, and does not.
+    tmux.keys("Escape");
+    tmux.wait("the hint", LONG, |s| flash(s).contains("q quits"));
+    tmux.holds("the dashboard", Duration::from_secs(1), |s| {
+        !s.contains("EXITED") && s.contains("┌ backends")
+    });
+    quit_cleanly(&tmux, &log);
+}
+
+#[test]
+fn keys_behind_the_help_do_nothing() {
+    let Some((tmux, log)) = dashboard(160, 48) else { return };
+    tmux.keys("?");
+    tmux.wait("the help", LONG, |s| s.contains(" help ") && s.contains("Esc"));
+    tmux.keys("j");
+    tmux.keys("x");
+    tmux.keys("Escape");
+    // Keys are handled in order: once the help is closed, j and x were seen.
+    let after = tmux.wait("the help closed", LONG, |s| footer(s).contains("x kill"));
     assert!(
-        !after.contains("┌ backends"),
-        "the dashboard was left on the screen:\n{after}"
+        row(&after, "api-1").unwrap().contains("›api-1"),
+        "the selection moved:\n{after}"
     );
-    let _ = std::fs::remove_file(log);
-    let _ = std::fs::remove_file(config);
+    for name in ["api-1", "api-2", "api-3"] {
+        assert!(state_of(&after, name, "▲ up"), "{name} was touched:\n{after}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("killed"), "{text}");
+    quit_cleanly(&tmux, &log);
+}
+
+#[test]
+fn five_fast_plus_keys_give_weight_six() {
+    let Some((tmux, log)) = dashboard(160, 48) else { return };
+    tmux.keys("j");
+    tmux.wait("api-2 selected", LONG, |s| {
+        row(s, "api-2").is_some_and(|r| r.contains("›api-2"))
+    });
+    // Five presses in one burst, faster than any snapshot.
+    tmux.keys("+++++");
+    tmux.wait("the flash of the last one", LONG, |s| {
+        flash(s).contains("api-2: weight 6")
+    });
+    let text = wait_for_log(&log, "api-2: weight 6");
+    let weights: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("api-2: weight ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert_eq!(weights, ["2", "3", "4", "5", "6"], "{text}");
+    // At a bound, the refusal says why.
+    tmux.keys("-----");
+    tmux.keys("-");
+    tmux.wait("the refusal", LONG, |s| flash(s).contains("already 1"));
+    quit_cleanly(&tmux, &log);
+}
+
+#[test]
+fn freeze_keeps_every_number() {
+    let Some((tmux, log)) = dashboard(160, 48) else { return };
+    tmux.wait("traffic", LONG, |s| {
+        s.split("req/s ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|n| n != "0")
+    });
+    tmux.keys(" ");
+    let frozen = tmux.wait("frozen", LONG, |s| s.contains("❚❚ FROZEN"));
+    let figures = |s: &str| -> Vec<String> {
+        // Everything but the flash line, which reports keys, not figures.
+        let flash_line = flash(s).to_owned();
+        s.lines().filter(|l| *l != flash_line).map(str::to_owned).collect()
+    };
+    let before = figures(&frozen);
+    tmux.holds("every figure as frozen", Duration::from_secs(3), |s| {
+        figures(s) == before
+    });
+    tmux.keys(" ");
+    tmux.wait("live again", LONG, |s| !s.contains("FROZEN") && figures(s) != before);
+    quit_cleanly(&tmux, &log);
+}
+
+#[test]
+fn delete_asks_before_removing() {
+    let Some((tmux, log)) = dashboard(160, 48) else { return };
+    tmux.keys("G");
+    tmux.wait("api-3 selected", LONG, |s| {
+        row(s, "api-3").is_some_and(|r| r.contains("›api-3"))
+    });
+    tmux.keys("DC");
+    tmux.wait("the question", LONG, |s| s.contains("Remove api-3 for good?"));
+    tmux.keys("n");
+    let kept = tmux.wait("the answer", LONG, |s| flash(s).contains("remove api-3: not done"));
+    assert!(row(&kept, "api-3").is_some(), "{kept}");
+    tmux.keys("DC");
+    tmux.wait("the question again", LONG, |s| s.contains("Remove api-3 for good?"));
+    tmux.keys("y");
+    tmux.wait("api-3 removed", LONG, |s| {
+        row(s, "api-3").is_none() && flash(s).contains("removed api-3")
+    });
+    quit_cleanly(&tmux, &log);
 }
 
 #[test]
@@ -163,8 +333,10 @@ fn a_bad_config_is_reported_without_touching_the_terminal() {
         env!("CARGO_BIN_EXE_ringside"),
         file.display()
     );
-    let Some(tmux) = Tmux::start(&command) else { return };
-    let screen = tmux.wait("the error", Duration::from_secs(20), |s| s.contains("EXITED"));
+    let Some(tmux) = Tmux::start(&command, 160, 48) else {
+        return;
+    };
+    let screen = tmux.wait("the error", LONG, |s| s.contains("EXITED"));
     assert!(screen.contains("EXITED 1"), "{screen}");
     assert!(
         screen.contains("routing.vnodes") && screen.contains("use 1 to 10000"),

@@ -1,18 +1,22 @@
-//! The dashboard's state and how it changes: fed by snapshots of the engine
-//! and events from the bus, changed by keys. Pure: no terminal, no clock.
+//! The dashboard's state and how keys change it. Pure: no terminal, no clock.
+//!
+//! What is shown lives in a [`Scene`], fed by snapshots and events; freezing
+//! keeps a copy of it. Popups (help, a confirmation, a picker) are modal:
+//! while one is open, keys act on it and nothing behind it.
 
-use std::collections::VecDeque;
-
+use super::lesson::Lesson;
+pub use super::scene::{HISTORY, LOG_LINES, LastRoute, LogKind, LogLine, Scene, SessionRow, Snapshot, Tick};
 use crate::bus::BusEvent;
-use crate::demo::traffic::TrafficEvent;
 use crate::engine::Command;
-use crate::engine::view::{BackendView, StatsView};
-use crate::router::Event;
+use crate::engine::view::BackendView;
+use crate::router::Placement;
+use crate::router::affinity::AffinityMode;
+use crate::text::plural;
 
-/// Lines kept in the event log.
-pub const LOG_LINES: usize = 200;
-/// Seconds of request-rate history per backend (the sparklines).
-pub const HISTORY: usize = 30;
+/// How long a flash message stays, in seconds.
+pub const FLASH_SECS: u8 = 8;
+/// The vnode counts per unit of weight `v` steps through.
+pub const VNODE_STEPS: [u32; 4] = [1, 4, 16, 150];
 
 /// The panels that take the focus in turn (`Tab`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +29,21 @@ pub enum Panel {
     Log,
 }
 
-/// How the sessions table is sorted (`s` cycles).
+impl Panel {
+    fn next(self) -> Panel {
+        match self {
+            Panel::Backends => Panel::Sessions,
+            Panel::Sessions => Panel::Log,
+            Panel::Log => Panel::Backends,
+        }
+    }
+
+    fn prev(self) -> Panel {
+        self.next().next()
+    }
+}
+
+/// How the sessions table is sorted (`s` cycles, a click on a column picks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortBy {
     /// Most recently used first.
@@ -34,18 +52,30 @@ pub enum SortBy {
     Age,
     /// Most requests first.
     Requests,
+    /// Most moves first.
+    Moves,
     /// By backend name.
     Backend,
+    /// By client name.
+    Client,
+    /// By session name.
+    Key,
 }
 
 impl SortBy {
+    const ALL: [SortBy; 7] = [
+        SortBy::Recent,
+        SortBy::Age,
+        SortBy::Requests,
+        SortBy::Moves,
+        SortBy::Backend,
+        SortBy::Client,
+        SortBy::Key,
+    ];
+
     fn next(self) -> SortBy {
-        match self {
-            SortBy::Recent => SortBy::Age,
-            SortBy::Age => SortBy::Requests,
-            SortBy::Requests => SortBy::Backend,
-            SortBy::Backend => SortBy::Recent,
-        }
+        let i = SortBy::ALL.iter().position(|&s| s == self).unwrap_or(0);
+        SortBy::ALL[(i + 1) % SortBy::ALL.len()]
     }
 
     /// Its name in the panel title.
@@ -54,100 +84,169 @@ impl SortBy {
             SortBy::Recent => "recent",
             SortBy::Age => "age",
             SortBy::Requests => "requests",
+            SortBy::Moves => "moves",
             SortBy::Backend => "backend",
+            SortBy::Client => "client",
+            SortBy::Key => "key",
         }
     }
 }
 
-/// What an event-log line is about (its colour).
+/// What a flash message reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogKind {
-    /// A request routed.
-    Route,
-    /// Sessions created, ended or moved.
-    Session,
-    /// A backend changed state, or was found dead.
-    State,
-    /// A remap summary.
-    Remap,
-    /// Forged cookies, lost sessions.
-    Alarm,
-    /// Drain progress.
-    Drain,
-    /// What an operator did.
-    Command,
+pub enum FlashKind {
+    /// An action was carried out.
+    Done,
+    /// An action was refused.
+    Refused,
+    /// A hint or a change of view.
+    Info,
 }
 
-/// One line of the event log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogLine {
-    /// Seconds since start.
-    pub at_secs: u64,
-    /// Its colour.
-    pub kind: LogKind,
-    /// The text.
+/// A one-line message about the last action, shown for [`FLASH_SECS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flash {
+    /// What it says.
     pub text: String,
+    /// Its colour and mark.
+    pub kind: FlashKind,
+    secs_left: u8,
 }
 
-/// One row of the sessions table.
+/// What a picker picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickerKind {
+    /// The placement of new sessions.
+    Placement,
+    /// The affinity mode.
+    Affinity,
+}
+
+/// A small list to pick one of (`p`, `m`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picker {
+    /// What it picks.
+    pub kind: PickerKind,
+    /// The highlighted item.
+    pub cursor: usize,
+    /// The item in force.
+    pub current: usize,
+}
+
+impl Picker {
+    /// Its title.
+    pub fn title(&self) -> &'static str {
+        match self.kind {
+            PickerKind::Placement => "placement of new sessions",
+            PickerKind::Affinity => "affinity: what requests are routed by",
+        }
+    }
+
+    /// Each item's name and what it does.
+    pub fn items(&self) -> Vec<(&'static str, &'static str)> {
+        match self.kind {
+            PickerKind::Placement => Placement::ALL
+                .iter()
+                .map(|p| (p.as_str(), placement_about(*p)))
+                .collect(),
+            PickerKind::Affinity => AffinityMode::ALL
+                .iter()
+                .map(|m| (m.as_str(), affinity_about(*m)))
+                .collect(),
+        }
+    }
+
+    fn command(&self, i: usize) -> Option<Command> {
+        match self.kind {
+            PickerKind::Placement => Placement::ALL.get(i).map(|p| Command::Placement(*p)),
+            PickerKind::Affinity => AffinityMode::ALL.get(i).map(|m| Command::Affinity(*m)),
+        }
+    }
+}
+
+fn placement_about(p: Placement) -> &'static str {
+    match p {
+        Placement::RoundRobin => "each backend in turn",
+        Placement::Weighted => "in turn, in proportion to weight",
+        Placement::LeastConn => "the fewest open connections",
+        Placement::P2c => "the less busy of two random backends",
+        Placement::IpModulo => "position % backends: remaps almost all",
+        Placement::Ring => "consistent hashing: next vnode clockwise",
+        Placement::BoundedRing => "consistent hashing, past full backends",
+    }
+}
+
+fn affinity_about(m: AffinityMode) -> &'static str {
+    match m {
+        AffinityMode::LbCookie => "the balancer's own cookie",
+        AffinityMode::AppCookie => "the application's session cookie",
+        AffinityMode::Header => "the X-Session-ID header",
+        AffinityMode::Query => "the ?session= parameter",
+        AffinityMode::SourceIp => "the client address (NAT shares one)",
+        AffinityMode::None => "nothing: every request placed afresh",
+    }
+}
+
+/// A question before a hard-to-undo action; the answer defaults to no.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SessionRow {
-    /// The key, shortened.
-    pub key: String,
-    /// Its backend.
-    pub backend: String,
-    /// Seconds since created.
-    pub age_secs: u32,
-    /// Seconds since last used.
-    pub idle_secs: u32,
-    /// Requests.
-    pub requests: u32,
-    /// Reassignments.
-    pub reassignments: u16,
-    /// Ring position.
-    pub position: u32,
+pub struct Confirm {
+    /// The question, e.g. `Remove api-2 for good?`.
+    pub question: String,
+    /// What the action would do.
+    pub detail: String,
+    /// The command a yes sends.
+    pub command: Command,
 }
 
-/// A vnode to draw: its position and its backend's index in the table.
-pub type Tick = (u32, usize);
-
-/// Everything the dashboard shows, taken from the engine.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
-    /// Proxy address.
-    pub proxy: String,
-    /// Admin API address.
-    pub admin: String,
-    /// The backends, in id order.
-    pub backends: Vec<BackendView>,
-    /// Balancer-wide figures.
-    pub stats: Option<StatsView>,
-    /// The session table (a sample, most recent first).
-    pub sessions: Vec<SessionRow>,
-    /// Every vnode (or an even sample of them).
-    pub vnodes: Vec<Tick>,
-    /// Whether the synthetic clients run, and their rate.
-    pub traffic: Option<(bool, f64)>,
-    /// The configured drain timeout, for the drain gauge.
-    pub drain_timeout_secs: u64,
-}
-
-/// The route most recently shown on the ring.
+/// A modal box over the dashboard.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LastRoute {
-    /// The key, shortened.
-    pub key: String,
-    /// Its position.
-    pub position: u32,
-    /// The backend it went to.
-    pub backend: String,
+pub enum Popup {
+    /// The keys and words (scrolls when it does not fit).
+    Help {
+        /// Lines scrolled past.
+        scroll: usize,
+    },
+    /// A yes/no question.
+    Confirm(Confirm),
+    /// A list to pick from.
+    Picker(Picker),
+}
+
+/// What keys act on now: the innermost thing open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The dashboard itself.
+    Normal,
+    /// The session filter is being typed.
+    Typing,
+    /// The help is open.
+    Help,
+    /// A confirmation is asked.
+    Confirm,
+    /// A picker is open.
+    Picker,
+}
+
+/// Rows each scrollable thing showed at the last frame (for paging).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Viewport {
+    /// Backend rows.
+    pub backends: usize,
+    /// Session rows.
+    pub sessions: usize,
+    /// Log lines.
+    pub log: usize,
+    /// Help lines shown.
+    pub help: usize,
+    /// Help lines in all.
+    pub help_total: usize,
 }
 
 /// The dashboard's whole state.
 #[derive(Debug, Clone)]
 pub struct App {
-    /// The latest snapshot.
-    pub snapshot: Snapshot,
+    live: Scene,
+    frozen: Option<Box<Scene>>,
     /// The selected backend's index.
     pub selected: usize,
     /// The focused panel.
@@ -156,7 +255,7 @@ pub struct App {
     pub sort: SortBy,
     /// Sessions shown only for the selected backend.
     pub only_selected: bool,
-    /// Text filter on session keys; `Some` while typing or set.
+    /// Text filter on sessions; `Some` while typing or set.
     pub filter: Option<String>,
     /// True while typing the filter.
     pub typing: bool,
@@ -164,44 +263,49 @@ pub struct App {
     pub session_scroll: usize,
     /// Event log scroll (0 = newest at the bottom).
     pub log_scroll: usize,
-    /// The view is frozen (`space`).
-    pub frozen: bool,
-    /// The help overlay is shown.
-    pub help: bool,
-    /// The event log, oldest first.
-    pub log: VecDeque<LogLine>,
-    /// The last route, for the arc on the ring.
-    pub last_route: Option<LastRoute>,
-    /// The last remap summary.
-    pub remap: Option<String>,
-    /// Requests per second by backend name, oldest first.
-    pub history: Vec<(String, VecDeque<u64>)>,
-    /// Requests per second overall (last second).
-    pub rps: u64,
-    /// 5xx per second overall (last second).
-    pub errors_per_sec: u64,
+    /// The open popup.
+    pub popup: Option<Popup>,
+    /// The message about the last action.
+    pub flash: Option<Flash>,
+    /// The lesson running, under `ringside scenario --tui`.
+    pub lesson: Option<Lesson>,
+    /// What the last frame could show.
+    pub viewport: Viewport,
     /// Set on quit.
     pub quit: bool,
     /// Colours are off (`NO_COLOR`).
     pub no_color: bool,
-    /// Where the log file is, for the footer and the goodbye line.
+    /// Where the log file is, for the goodbye line.
     pub log_path: String,
-    last_requests: Vec<(String, u64)>,
 }
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
-    /// Select the previous row of the focused panel.
+    /// The previous row (or help line, or picker item).
     Up,
-    /// Select the next row.
+    /// The next row.
     Down,
+    /// A page up.
+    PageUp,
+    /// A page down.
+    PageDown,
+    /// The first row (`g`, Home).
+    First,
+    /// The last row (`G`, End).
+    Last,
     /// Focus the next panel.
     NextPanel,
+    /// Focus the previous panel.
+    PrevPanel,
+    /// Focus a panel (mouse).
+    Focus(Panel),
     /// Select a row by index in the backends table (mouse).
     SelectBackend(usize),
-    /// Scroll the focused panel (mouse wheel): negative is up.
-    Scroll(i32),
+    /// Scroll a panel by rows (mouse wheel): negative is up.
+    ScrollAt(Panel, i32),
+    /// Sort the sessions table by a column (mouse).
+    SortBy(SortBy),
     /// An action on the selected backend or the balancer.
     Act(Action),
     /// Start typing a filter.
@@ -210,8 +314,8 @@ pub enum Msg {
     FilterChar(char),
     /// Delete the filter's last character.
     FilterBack,
-    /// Finish typing (Enter) or clear (Esc while typing).
-    FilterDone(bool),
+    /// Finish typing (Enter keeps the filter).
+    FilterDone,
     /// Cycle the sessions table's order.
     Sort,
     /// Show only the selected backend's sessions, or all.
@@ -220,6 +324,14 @@ pub enum Msg {
     Freeze,
     /// Show or hide the help.
     Help,
+    /// Yes to a confirmation, or pick the highlighted item.
+    Yes,
+    /// No to a confirmation.
+    No,
+    /// Pick item `n` of a picker.
+    Pick(usize),
+    /// Back out of the innermost thing open (Esc).
+    Back,
     /// Leave.
     Quit,
 }
@@ -243,25 +355,30 @@ pub enum Action {
     WeightDown,
     /// `a`.
     AddDemo,
-    /// `Delete`.
+    /// `Delete` (asks first).
     Remove,
-    /// `p`.
-    NextPlacement,
-    /// `m`.
-    NextAffinity,
+    /// `p`: the placement picker.
+    PickPlacement,
+    /// `m`: the affinity picker.
+    PickAffinity,
     /// `t`.
     ToggleTraffic,
     /// `]`.
     FasterTraffic,
     /// `[`.
     SlowerTraffic,
+    /// `v`: the next vnode count of [`VNODE_STEPS`].
+    Vnodes,
+    /// `R`: start the lesson afresh (asks first).
+    Restart,
 }
 
 impl App {
     /// A dashboard over an empty snapshot.
     pub fn new(no_color: bool, log_path: String) -> Self {
         App {
-            snapshot: Snapshot::default(),
+            live: Scene::default(),
+            frozen: None,
             selected: 0,
             focus: Panel::Backends,
             sort: SortBy::Recent,
@@ -270,207 +387,248 @@ impl App {
             typing: false,
             session_scroll: 0,
             log_scroll: 0,
-            frozen: false,
-            help: false,
-            log: VecDeque::with_capacity(LOG_LINES),
-            last_route: None,
-            remap: None,
-            history: Vec::new(),
-            rps: 0,
-            errors_per_sec: 0,
+            popup: None,
+            flash: None,
+            lesson: None,
+            viewport: Viewport::default(),
             quit: false,
             no_color,
             log_path,
-            last_requests: Vec::new(),
         }
     }
 
-    /// The selected backend.
+    /// What is on screen: the frozen copy, or the live scene.
+    pub fn scene(&self) -> &Scene {
+        self.frozen.as_deref().unwrap_or(&self.live)
+    }
+
+    /// The live scene, which keeps up with the engine even while frozen.
+    pub fn live_mut(&mut self) -> &mut Scene {
+        &mut self.live
+    }
+
+    /// True while the view is frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// What keys act on now.
+    pub fn mode(&self) -> Mode {
+        match &self.popup {
+            Some(Popup::Help { .. }) => Mode::Help,
+            Some(Popup::Confirm(_)) => Mode::Confirm,
+            Some(Popup::Picker(_)) => Mode::Picker,
+            None if self.typing => Mode::Typing,
+            None => Mode::Normal,
+        }
+    }
+
+    /// The selected backend, as shown.
     pub fn selected_backend(&self) -> Option<&BackendView> {
-        self.snapshot.backends.get(self.selected)
+        self.scene().snapshot.backends.get(self.selected)
     }
 
-    /// Takes a new snapshot (ignored while frozen).
+    /// Takes a new snapshot into the live scene.
     pub fn set_snapshot(&mut self, snapshot: Snapshot) {
-        if self.frozen {
-            return;
-        }
-        self.snapshot = snapshot;
-        if self.selected >= self.snapshot.backends.len() {
-            self.selected = self.snapshot.backends.len().saturating_sub(1);
-        }
-    }
-
-    /// Once a second: per-backend request rates for the sparklines.
-    pub fn tick_second(&mut self) {
-        let now: Vec<(String, u64)> = self
-            .snapshot
-            .backends
-            .iter()
-            .map(|b| (b.name.clone(), b.requests))
-            .collect();
-        for (name, requests) in &now {
-            let before = self
-                .last_requests
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(*requests, |(_, r)| *r);
-            let rate = requests.saturating_sub(before);
-            match self.history.iter_mut().find(|(n, _)| n == name) {
-                Some((_, h)) => {
-                    if h.len() == HISTORY {
-                        h.pop_front();
-                    }
-                    h.push_back(rate);
-                }
-                None => self.history.push((name.clone(), VecDeque::from([rate]))),
-            }
-        }
-        self.last_requests = now;
-    }
-
-    /// The request-rate history of a backend.
-    pub fn history_of(&self, name: &str) -> Option<&VecDeque<u64>> {
-        self.history.iter().find(|(n, _)| n == name).map(|(_, h)| h)
-    }
-
-    /// Adds a line to the event log.
-    pub fn log_line(&mut self, at_secs: u64, kind: LogKind, text: String) {
-        if self.frozen {
-            return;
-        }
-        if self.log.len() == LOG_LINES {
-            self.log.pop_front();
-        }
-        self.log.push_back(LogLine { at_secs, kind, text });
+        self.live.set_snapshot(snapshot);
+        self.clamp_selection();
     }
 
     /// Takes in one bus event; `name` resolves backend ids.
     pub fn on_event(&mut self, event: &BusEvent, at_secs: u64, name: impl Fn(crate::router::BackendId) -> String) {
-        match event {
-            BusEvent::Router(e) => match e {
-                Event::Routed {
-                    session,
-                    position,
-                    backend,
-                    via,
-                    ..
-                } => {
-                    let key = session.map_or_else(|| "(no key)".to_owned(), |s| s.to_string());
-                    if !self.frozen {
-                        self.last_route = Some(LastRoute {
-                            key: key.clone(),
-                            position: *position,
-                            backend: name(*backend),
-                        });
-                    }
-                    // Requests the table routed are the steady state: the ring
-                    // shows the latest; the log keeps the decisions.
-                    if *via != crate::router::Via::Table {
-                        let via = serde_json::to_value(via)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned));
-                        self.log_line(
-                            at_secs,
-                            LogKind::Route,
-                            format!("{key} → {} by {}", name(*backend), via.unwrap_or_default()),
-                        );
-                    }
-                }
-                Event::SessionCreated { session, backend } => self.log_line(
-                    at_secs,
-                    LogKind::Session,
-                    format!("session {session} created on {}", name(*backend)),
-                ),
-                Event::SessionEnded {
-                    session,
-                    backend,
-                    reason,
-                } => {
-                    let reason = serde_json::to_value(reason)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned));
-                    self.log_line(
-                        at_secs,
-                        LogKind::Session,
-                        format!("session {session} on {} {}", name(*backend), reason.unwrap_or_default()),
-                    );
-                }
-                Event::SessionReassigned { session, from, to } => self.log_line(
-                    at_secs,
-                    LogKind::Session,
-                    format!("session {session} moved {} → {}", name(*from), name(*to)),
-                ),
-                Event::BackendState { backend, from, to } => {
-                    self.log_line(at_secs, LogKind::State, format!("{} {from} → {to}", name(*backend)))
-                }
-                Event::Remap(summary) => {
-                    let text = summary.to_string();
-                    self.remap = Some(text.clone());
-                    self.log_line(at_secs, LogKind::Remap, text);
-                }
-                Event::ForgedCookie => self.log_line(at_secs, LogKind::Alarm, "forged cookie ignored".into()),
-            },
-            BusEvent::Drain {
-                backend,
-                active,
-                sessions,
-                remaining_secs,
-                done,
-            } => {
-                let text = match done {
-                    Some(end) => {
-                        format!("drain of {backend} ended ({end}): {active} connections, {sessions} sessions left")
-                    }
-                    None => {
-                        format!("draining {backend}: {active} connections, {sessions} sessions, {remaining_secs}s left")
-                    }
-                };
-                self.log_line(at_secs, LogKind::Drain, text);
+        self.live.on_event(event, at_secs, name);
+    }
+
+    /// Once a second: rates for the sparklines; flash messages age.
+    pub fn tick_second(&mut self) {
+        self.live.tick_second();
+        if let Some(f) = &mut self.flash {
+            f.secs_left = f.secs_left.saturating_sub(1);
+            if f.secs_left == 0 {
+                self.flash = None;
             }
-            BusEvent::Detected { backend, after_ms, by } => self.log_line(
-                at_secs,
-                LogKind::State,
-                format!("{backend} found dead by {by} {after_ms} ms after the kill"),
-            ),
-            BusEvent::Traffic(TrafficEvent::LostSession { client, backend }) => self.log_line(
-                at_secs,
-                LogKind::Alarm,
-                format!(
-                    "client-{client} lost its session: {} did not know it",
-                    backend.as_deref().unwrap_or("the backend")
-                ),
-            ),
-            BusEvent::Traffic(TrafficEvent::LoggedIn { .. }) => {}
-            BusEvent::Command(text) => self.log_line(at_secs, LogKind::Command, text.clone()),
-            BusEvent::Second { requests, errors, .. } => {
-                self.rps = *requests;
-                self.errors_per_sec = *errors;
+        }
+    }
+
+    /// Shows a flash message.
+    pub fn flash(&mut self, kind: FlashKind, text: impl Into<String>) {
+        self.flash = Some(Flash {
+            text: text.into(),
+            kind,
+            secs_left: FLASH_SECS,
+        });
+    }
+
+    /// The engine's answer to a command: a flash message says what it did,
+    /// or why it was refused.
+    pub fn on_reply(&mut self, command: &Command, result: Result<&str, String>) {
+        match result {
+            Ok(text) => {
+                if *command == Command::Restart {
+                    self.live.restart();
+                    self.frozen = None;
+                }
+                self.flash(FlashKind::Done, text);
             }
+            Err(why) => self.flash(FlashKind::Refused, format!("{}: refused — {why}", command.label())),
         }
     }
 
     /// Applies a message; returns the engine command it asks for, if any.
     pub fn update(&mut self, msg: Msg) -> Option<Command> {
+        if msg == Msg::Quit {
+            self.quit = true;
+            return None;
+        }
+        if msg == Msg::Back {
+            self.back();
+            return None;
+        }
+        match self.popup.take() {
+            Some(Popup::Help { scroll }) => {
+                self.popup = self.on_help(scroll, msg);
+                None
+            }
+            Some(Popup::Confirm(c)) => self.on_confirm(c, msg),
+            Some(Popup::Picker(p)) => self.on_picker(p, msg),
+            None if self.typing => {
+                self.on_typing(msg);
+                None
+            }
+            None => self.on_normal(msg),
+        }
+    }
+
+    /// Esc: closes the innermost thing open; never quits.
+    fn back(&mut self) {
+        if self.popup.take().is_some() {
+            return;
+        }
+        if self.typing || self.filter.is_some() {
+            self.typing = false;
+            self.filter = None;
+            self.session_scroll = 0;
+        } else if self.only_selected {
+            self.only_selected = false;
+        } else if self.log_scroll > 0 {
+            self.log_scroll = 0;
+        } else if self.focus != Panel::Backends {
+            self.focus = Panel::Backends;
+        } else {
+            self.flash(FlashKind::Info, "nothing to close; q quits");
+        }
+    }
+
+    fn on_help(&mut self, scroll: usize, msg: Msg) -> Option<Popup> {
+        let last = self.viewport.help_total.saturating_sub(self.viewport.help.max(1));
+        let page = self.viewport.help.max(1);
+        let scroll = match msg {
+            Msg::Help | Msg::Yes => return None,
+            Msg::Up => scroll.saturating_sub(1),
+            Msg::Down => scroll + 1,
+            Msg::PageUp => scroll.saturating_sub(page),
+            Msg::PageDown => scroll + page,
+            Msg::First => 0,
+            Msg::Last => last,
+            _ => scroll,
+        };
+        Some(Popup::Help {
+            scroll: scroll.min(last),
+        })
+    }
+
+    fn on_confirm(&mut self, c: Confirm, msg: Msg) -> Option<Command> {
+        if msg == Msg::Yes {
+            return Some(c.command);
+        }
+        self.flash(FlashKind::Info, format!("{}: not done", c.command.label()));
+        None
+    }
+
+    fn on_picker(&mut self, mut p: Picker, msg: Msg) -> Option<Command> {
+        let count = p.items().len();
         match msg {
-            Msg::Quit => self.quit = true,
-            Msg::Help => self.help = !self.help,
-            Msg::Freeze => self.frozen = !self.frozen,
-            Msg::NextPanel => {
-                self.focus = match self.focus {
-                    Panel::Backends => Panel::Sessions,
-                    Panel::Sessions => Panel::Log,
-                    Panel::Log => Panel::Backends,
+            Msg::Up => p.cursor = p.cursor.saturating_sub(1),
+            Msg::Down => p.cursor = (p.cursor + 1).min(count - 1),
+            Msg::First | Msg::PageUp => p.cursor = 0,
+            Msg::Last | Msg::PageDown => p.cursor = count - 1,
+            Msg::Yes => return self.pick(&p, p.cursor),
+            Msg::Pick(i) if i < count => return self.pick(&p, i),
+            Msg::Act(Action::PickPlacement | Action::PickAffinity) => return None,
+            _ => {}
+        }
+        self.popup = Some(Popup::Picker(p));
+        None
+    }
+
+    fn pick(&mut self, p: &Picker, i: usize) -> Option<Command> {
+        if i == p.current {
+            let name = p.items()[i].0;
+            self.flash(FlashKind::Info, format!("{name} is already in force"));
+            return None;
+        }
+        p.command(i)
+    }
+
+    fn on_typing(&mut self, msg: Msg) {
+        match msg {
+            Msg::FilterChar(c) => {
+                if let Some(f) = &mut self.filter
+                    && f.chars().count() < 32
+                {
+                    f.push(c);
+                }
+                self.session_scroll = 0;
+            }
+            Msg::FilterBack => {
+                if let Some(f) = &mut self.filter {
+                    f.pop();
                 }
             }
-            Msg::Up => self.scroll(-1),
-            Msg::Down => self.scroll(1),
-            Msg::Scroll(n) => self.scroll(n),
-            Msg::SelectBackend(i) => {
-                if i < self.snapshot.backends.len() {
-                    self.selected = i;
-                    self.focus = Panel::Backends;
+            Msg::FilterDone => {
+                self.typing = false;
+                if self.filter.as_deref() == Some("") {
+                    self.filter = None;
                 }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_normal(&mut self, msg: Msg) -> Option<Command> {
+        match msg {
+            Msg::Help => self.popup = Some(Popup::Help { scroll: 0 }),
+            Msg::Freeze => {
+                if self.frozen.take().is_some() {
+                    self.flash(FlashKind::Info, "live again");
+                } else {
+                    self.frozen = Some(Box::new(self.live.clone()));
+                    self.flash(
+                        FlashKind::Info,
+                        "frozen: every figure stays as it is; space goes live again",
+                    );
+                }
+            }
+            Msg::NextPanel => self.focus = self.focus.next(),
+            Msg::PrevPanel => self.focus = self.focus.prev(),
+            Msg::Focus(p) => self.focus = p,
+            Msg::Up => self.scroll(self.focus, -1),
+            Msg::Down => self.scroll(self.focus, 1),
+            Msg::PageUp => self.scroll(self.focus, -(self.page() as i32)),
+            Msg::PageDown => self.scroll(self.focus, self.page() as i32),
+            Msg::First => self.scroll(self.focus, i32::MIN / 2),
+            Msg::Last => self.scroll(self.focus, i32::MAX / 2),
+            Msg::ScrollAt(panel, n) => self.scroll(panel, n),
+            Msg::SelectBackend(i) => {
+                if i < self.scene().snapshot.backends.len() {
+                    self.selected = i;
+                }
+                self.focus = Panel::Backends;
+            }
+            Msg::SortBy(by) => {
+                self.sort = by;
+                self.session_scroll = 0;
+                self.focus = Panel::Sessions;
             }
             Msg::Sort => {
                 self.sort = self.sort.next();
@@ -484,102 +642,178 @@ impl App {
                 self.typing = true;
                 self.filter.get_or_insert_with(String::new);
             }
-            Msg::FilterChar(c) => {
-                if let Some(f) = &mut self.filter
-                    && f.len() < 32
-                {
-                    f.push(c);
-                }
-                self.session_scroll = 0;
-            }
-            Msg::FilterBack => {
-                if let Some(f) = &mut self.filter {
-                    f.pop();
-                }
-            }
-            Msg::FilterDone(keep) => {
-                self.typing = false;
-                if !keep || self.filter.as_deref() == Some("") {
-                    self.filter = None;
-                }
-            }
-            Msg::Act(action) => return self.command(action),
+            Msg::Act(action) => return self.act(action),
+            _ => {}
         }
         None
     }
 
-    fn scroll(&mut self, by: i32) {
-        let step = |v: usize, max: usize| -> usize { (v as i64 + i64::from(by)).clamp(0, max as i64) as usize };
+    fn page(&self) -> usize {
+        let v = &self.viewport;
         match self.focus {
+            Panel::Backends => v.backends,
+            Panel::Sessions => v.sessions,
+            Panel::Log => v.log,
+        }
+        .max(1)
+    }
+
+    fn scroll(&mut self, panel: Panel, by: i32) {
+        let step = |v: usize, max: usize| -> usize { (v as i64 + i64::from(by)).clamp(0, max as i64) as usize };
+        match panel {
             Panel::Backends => {
-                self.selected = step(self.selected, self.snapshot.backends.len().saturating_sub(1));
+                self.selected = step(self.selected, self.scene().snapshot.backends.len().saturating_sub(1));
             }
             Panel::Sessions => {
-                self.session_scroll = step(self.session_scroll, self.visible_sessions().len().saturating_sub(1));
+                let last = self
+                    .visible_sessions()
+                    .len()
+                    .saturating_sub(self.viewport.sessions.max(1));
+                self.session_scroll = step(self.session_scroll, last);
             }
             Panel::Log => {
                 // Up goes back in time.
-                let back = (self.log_scroll as i64 - i64::from(by)).clamp(0, self.log.len().saturating_sub(1) as i64);
+                let oldest = self.scene().log.len().saturating_sub(self.viewport.log.max(1));
+                let back = (self.log_scroll as i64 - i64::from(by)).clamp(0, oldest as i64);
                 self.log_scroll = back as usize;
             }
         }
     }
 
-    fn command(&self, action: Action) -> Option<Command> {
-        let name = self.selected_backend().map(|b| b.name.clone());
-        let traffic = self.snapshot.traffic;
+    fn clamp_selection(&mut self) {
+        let n = self.scene().snapshot.backends.len();
+        if self.selected >= n {
+            self.selected = n.saturating_sub(1);
+        }
+    }
+
+    fn act(&mut self, action: Action) -> Option<Command> {
+        let snapshot = &self.scene().snapshot;
+        let stats = snapshot.stats.as_ref();
+        let traffic = snapshot.traffic;
+        let vnodes = snapshot.vnodes_per_weight;
+        let backend = self.selected_backend().map(|b| (b.name.clone(), b.sessions));
+        let needs_backend = !matches!(
+            action,
+            Action::AddDemo
+                | Action::PickPlacement
+                | Action::PickAffinity
+                | Action::ToggleTraffic
+                | Action::FasterTraffic
+                | Action::SlowerTraffic
+                | Action::Vnodes
+                | Action::Restart
+        );
+        if needs_backend && backend.is_none() {
+            self.flash(FlashKind::Refused, "no backend is selected");
+            return None;
+        }
+        let (name, sessions) = backend.unwrap_or_default();
         Some(match action {
-            Action::Kill => Command::Kill(name?),
-            Action::Revive => Command::Revive(name?),
+            Action::Kill => Command::Kill(name),
+            Action::Revive => Command::Revive(name),
             Action::Drain => Command::Drain {
-                backend: name?,
+                backend: name,
                 timeout: None,
             },
-            Action::Undrain => Command::Undrain(name?),
+            Action::Undrain => Command::Undrain(name),
             Action::Extend => Command::Extend {
-                backend: name?,
+                backend: name,
                 by: std::time::Duration::from_secs(30),
             },
             Action::WeightUp => Command::WeightBy {
-                backend: name?,
+                backend: name,
                 delta: 1,
             },
             Action::WeightDown => Command::WeightBy {
-                backend: name?,
+                backend: name,
                 delta: -1,
             },
             Action::AddDemo => Command::AddDemo,
-            Action::Remove => Command::Remove(name?),
-            Action::NextPlacement => {
-                let current = self.snapshot.stats.as_ref().map(|s| s.placement).unwrap_or_default();
-                Command::Placement(current.next())
+            Action::Remove => {
+                self.popup = Some(Popup::Confirm(Confirm {
+                    question: format!("Remove {name} for good?"),
+                    detail: format!(
+                        "Its {} move to the next backends clockwise, and it comes back only if added again.",
+                        plural(sessions, "session")
+                    ),
+                    command: Command::Remove(name),
+                }));
+                return None;
             }
-            Action::NextAffinity => {
-                let current = self.snapshot.stats.as_ref().map(|s| s.affinity).unwrap_or_default();
-                Command::Affinity(current.next())
+            Action::Restart => {
+                let live = stats.map_or(0, |s| s.router.sessions);
+                self.popup = Some(Popup::Confirm(Confirm {
+                    question: "Start the lesson afresh?".into(),
+                    detail: format!(
+                        "The {} and every counter are forgotten and the clients come back as new visitors; \
+                         the backends stay as they are.",
+                        plural(live, "session")
+                    ),
+                    command: Command::Restart,
+                }));
+                return None;
+            }
+            Action::PickPlacement | Action::PickAffinity => {
+                let (kind, current) = if action == Action::PickPlacement {
+                    let p = stats.map(|s| s.placement).unwrap_or_default();
+                    let i = Placement::ALL.iter().position(|x| *x == p).unwrap_or(0);
+                    (PickerKind::Placement, i)
+                } else {
+                    let m = stats.map(|s| s.affinity).unwrap_or_default();
+                    let i = AffinityMode::ALL.iter().position(|x| *x == m).unwrap_or(0);
+                    (PickerKind::Affinity, i)
+                };
+                self.popup = Some(Popup::Picker(Picker {
+                    kind,
+                    cursor: current,
+                    current,
+                }));
+                return None;
             }
             Action::ToggleTraffic => Command::Traffic(!traffic.is_some_and(|(on, _)| on)),
             Action::FasterTraffic => Command::TrafficRateBy(1.5),
             Action::SlowerTraffic => Command::TrafficRateBy(1.0 / 1.5),
+            Action::Vnodes => {
+                let next = VNODE_STEPS.iter().find(|&&v| v > vnodes).unwrap_or(&VNODE_STEPS[0]);
+                Command::Vnodes(*next)
+            }
         })
     }
 
     /// The sessions the table shows, filtered and sorted.
     pub fn visible_sessions(&self) -> Vec<&SessionRow> {
         let selected = self.selected_backend().map(|b| b.name.as_str());
+        let filter = self.filter.as_deref().filter(|f| !f.is_empty());
         let mut rows: Vec<&SessionRow> = self
+            .scene()
             .snapshot
             .sessions
             .iter()
             .filter(|s| !self.only_selected || Some(s.backend.as_str()) == selected)
-            .filter(|s| self.filter.as_deref().is_none_or(|f| s.key.contains(f)))
+            .filter(|s| filter.is_none_or(|f| s.key.contains(f) || s.client.as_deref().is_some_and(|c| c.contains(f))))
             .collect();
         match self.sort {
             SortBy::Recent => rows.sort_by_key(|s| s.idle_secs),
             SortBy::Age => rows.sort_by_key(|s| std::cmp::Reverse(s.age_secs)),
             SortBy::Requests => rows.sort_by_key(|s| std::cmp::Reverse(s.requests)),
+            SortBy::Moves => rows.sort_by_key(|s| std::cmp::Reverse(s.reassignments)),
             SortBy::Backend => rows.sort_by(|a, b| a.backend.cmp(&b.backend)),
+            SortBy::Client => rows.sort_by(|a, b| client_order(a).cmp(&client_order(b))),
+            SortBy::Key => rows.sort_by(|a, b| a.key.cmp(&b.key)),
         }
         rows
     }
+}
+
+/// Clients by number (`client-2` before `client-10`), unknown ones last.
+fn client_order(s: &SessionRow) -> (bool, usize, &str) {
+    let c = s.client.as_deref().unwrap_or("");
+    let number = c
+        .trim_start_matches("client-")
+        .split(|ch: char| !ch.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    (s.client.is_none(), number, c)
 }

@@ -351,7 +351,7 @@ mod tests {
                 let body = tag.trim_end_matches('/');
                 let name = body.split_whitespace().next().ok_or("an empty tag")?;
                 let attrs = &body[name.len()..];
-                if attrs.matches('"').count() % 2 != 0 || attrs.contains('<') {
+                if !attrs.matches('"').count().is_multiple_of(2) || attrs.contains('<') {
                     return Err(format!("bad attributes in <{tag}>"));
                 }
                 if !self_closing {

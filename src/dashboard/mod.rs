@@ -5,12 +5,22 @@
 //! stream once per frame and draws at most 30 frames a second, only when
 //! something changed — it can never slow the proxy. The terminal is restored
 //! on quit, on error and on panic.
+//!
+//! Files: the UI loop here; pure state in `app` (keys) and `scene` (what is
+//! shown); `input` maps keys and the mouse; `view` draws; `lesson` is what a
+//! scripted lesson shows; `text` fits text to the screen.
 
 pub mod app;
 pub mod export;
 pub mod input;
+pub mod lesson;
+pub mod scene;
+pub mod text;
 pub mod view;
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,26 +28,46 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent};
 use ratatui::crossterm::execute;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::app::Handle;
-use crate::engine::Shared;
-use app::{App, LogKind, SessionRow, Snapshot};
+use crate::engine::{Command, CommandError, Shared};
+use app::App;
+use lesson::Lesson;
+use scene::{RING_SAMPLES, SessionRow, Snapshot};
 
 /// Most vnodes drawn on the ring; more are sampled evenly.
 const MAX_TICKS: usize = 720;
 /// Most sessions drawn and listed.
 const MAX_SESSIONS: usize = 500;
+/// Most demo clients named in the sessions table.
+const MAX_CLIENTS: usize = 1000;
 
 /// Runs the dashboard on a started ringside until the user quits or the
 /// terminal goes away (SIGHUP). Needs a terminal on stdout; owns no socket
 /// and starts nothing: every key is a command sent, in order, to `handle`.
 pub async fn run(handle: &Handle, log_path: &str) -> anyhow::Result<()> {
+    run_lesson(handle, log_path, None).await
+}
+
+/// Runs the dashboard with a scripted lesson shown above it.
+pub async fn run_lesson(
+    handle: &Handle,
+    log_path: &str,
+    lesson: Option<watch::Receiver<Lesson>>,
+) -> anyhow::Result<()> {
+    require_terminal()?;
+    let mut terminal = TerminalGuard::enter()?;
+    ui_loop(handle, &mut terminal, log_path.to_owned(), lesson).await
+}
+
+/// Refuses to start a dashboard without a terminal to draw it on (checked
+/// before anything is bound or started).
+pub fn require_terminal() -> anyhow::Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         anyhow::bail!("stdout is not a terminal, so there is no dashboard to draw: run `ringside --headless` instead");
     }
-    let mut terminal = TerminalGuard::enter()?;
-    ui_loop(handle, &mut terminal, log_path.to_owned()).await
+    Ok(())
 }
 
 /// Owns the terminal: raw mode, alternate screen, mouse capture; gives them
@@ -107,7 +137,15 @@ fn spawn_input(stop: Arc<AtomicBool>) -> mpsc::Receiver<TermEvent> {
     rx
 }
 
-async fn ui_loop(handle: &Handle, terminal: &mut TerminalGuard, log_path: String) -> anyhow::Result<()> {
+/// A command on its way through the engine, and its outcome.
+type Reply = Pin<Box<dyn Future<Output = (Command, Result<String, CommandError>)> + Send>>;
+
+async fn ui_loop(
+    handle: &Handle,
+    terminal: &mut TerminalGuard,
+    log_path: String,
+    mut lesson: Option<watch::Receiver<Lesson>>,
+) -> anyhow::Result<()> {
     let shared = Arc::clone(handle.shared());
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let mut app = App::new(no_color, log_path);
@@ -115,7 +153,7 @@ async fn ui_loop(handle: &Handle, terminal: &mut TerminalGuard, log_path: String
     let mut input = spawn_input(Arc::clone(&stop));
     let mut bus = shared.bus.subscribe();
     let mut hangups = crate::signals::Hangups::catch();
-    let mut replies = FuturesUnordered::new();
+    let mut replies: FuturesUnordered<Reply> = FuturesUnordered::new();
     let mut frame = tokio::time::interval(Duration::from_millis(33));
     let mut data = tokio::time::interval(Duration::from_millis(250));
     let mut second = tokio::time::interval(Duration::from_secs(1));
@@ -131,25 +169,26 @@ async fn ui_loop(handle: &Handle, terminal: &mut TerminalGuard, log_path: String
             e = input.recv() => {
                 // The terminal is gone when its reader stops.
                 let Some(e) = e else { break Ok(()) };
-                if let Some(msg) = input::message(&e, app.typing, &areas) {
-                    if let Some(command) = app.update(msg) {
-                        // Queued now, in key order; the outcome arrives later.
-                        match handle.submit(command) {
-                            Ok(pending) => replies.push(pending),
-                            Err(e) => app.log_line(shared.clock.uptime_secs(), LogKind::Alarm, e.to_string()),
-                        }
+                if let Some(msg) = input::message(&e, app.mode(), &areas)
+                    && let Some(command) = app.update(msg)
+                {
+                    // Queued now, in key order; the outcome arrives later.
+                    match handle.submit(command.clone()) {
+                        Ok(pending) => replies.push(Box::pin(async move {
+                            let outcome = pending.await.unwrap_or(Err(CommandError::Stopped));
+                            (command, outcome)
+                        })),
+                        Err(e) => app.on_reply(&command, Err(e.to_string())),
                     }
-                    if app.quit {
-                        break Ok(());
-                    }
+                }
+                if app.quit {
+                    break Ok(());
                 }
                 dirty = true;
             }
-            Some(reply) = replies.next(), if !replies.is_empty() => {
-                if let Ok(Err(e)) = reply {
-                    app.log_line(shared.clock.uptime_secs(), LogKind::Alarm, e.to_string());
-                    dirty = true;
-                }
+            Some((command, outcome)) = replies.next(), if !replies.is_empty() => {
+                app.on_reply(&command, outcome.as_deref().map_err(ToString::to_string));
+                dirty = true;
             }
             _ = hangups.next() => {
                 tracing::info!("the terminal went away (SIGHUP): shutting down");
@@ -157,6 +196,11 @@ async fn ui_loop(handle: &Handle, terminal: &mut TerminalGuard, log_path: String
             }
             _ = data.tick() => {
                 app.set_snapshot(snapshot(&shared));
+                if let Some(rx) = &mut lesson {
+                    let mut l = rx.borrow_and_update().clone();
+                    l.tick();
+                    app.lesson = Some(l);
+                }
                 dirty = true;
             }
             _ = second.tick() => app.tick_second(),
@@ -170,7 +214,12 @@ async fn ui_loop(handle: &Handle, terminal: &mut TerminalGuard, log_path: String
                     dirty = true;
                 }
                 if dirty {
-                    if let Err(e) = terminal.draw(|f| areas = view::draw(&app, f)) {
+                    let drawn = terminal.draw(|f| {
+                        let (a, viewport) = view::draw(&app, f);
+                        areas = a;
+                        app.viewport = viewport;
+                    });
+                    if let Err(e) = drawn {
                         if terminal_gone(&e) {
                             tracing::info!("the terminal went away ({e}): shutting down");
                             break Ok(());
@@ -207,6 +256,13 @@ pub fn snapshot(shared: &Shared) -> Snapshot {
         .step_by(step)
         .filter_map(|v| index_of(v.owner).map(|i| (v.position, i)))
         .collect();
+    let owners = (0..RING_SAMPLES)
+        .map(|i| {
+            let position = ((i as u64) << 32) / RING_SAMPLES as u64;
+            topo.ring_owner(position as u32).and_then(index_of)
+        })
+        .collect();
+    let clients = client_names(shared);
     let now = shared.clock.now().secs();
     let sessions = shared
         .router
@@ -216,6 +272,7 @@ pub fn snapshot(shared: &Shared) -> Snapshot {
         .into_iter()
         .map(|s| SessionRow {
             key: s.name().to_string(),
+            client: clients.get(&s.fingerprint).cloned(),
             backend: topo.backend(s.backend).name.to_string(),
             age_secs: now.saturating_sub(s.created_secs),
             idle_secs: now.saturating_sub(s.last_seen_secs),
@@ -231,7 +288,33 @@ pub fn snapshot(shared: &Shared) -> Snapshot {
         backends,
         sessions,
         vnodes,
+        owners,
+        vnodes_per_weight: shared.router.vnodes(),
         traffic: shared.traffic().map(|t| (t.is_running(), t.rate())),
         drain_timeout_secs: shared.config().drain.timeout_secs,
     }
+}
+
+/// The demo client each session belongs to, by fingerprint: worked out
+/// from the clients' cookie jars and addresses, away from the proxy's
+/// request path. Clients behind one NAT address share a session: the
+/// first is named and the others counted (`client-0 +5`).
+fn client_names(shared: &Shared) -> HashMap<u64, String> {
+    let mut by_fingerprint: HashMap<u64, Vec<usize>> = HashMap::new();
+    if let Some(traffic) = shared.traffic() {
+        for (client, fp) in traffic.registry().sessions(&shared.router, MAX_CLIENTS) {
+            by_fingerprint.entry(fp).or_default().push(client);
+        }
+    }
+    by_fingerprint
+        .into_iter()
+        .map(|(fp, clients)| {
+            let name = match clients.as_slice() {
+                [one] => format!("client-{one}"),
+                [first, rest @ ..] => format!("client-{first} +{}", rest.len()),
+                [] => String::new(),
+            };
+            (fp, name)
+        })
+        .collect()
 }

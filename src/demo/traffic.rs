@@ -24,6 +24,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::registry::ClientRegistry;
+use crate::router::{SessionKey, SessionName};
 
 /// Settings of the synthetic clients.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +105,62 @@ struct Counters {
     lost_sessions: AtomicU64,
 }
 
+/// What a client sends that the balancer can route by: its address and its
+/// cookie jar. Clients publish it when it changes, so views can tell which
+/// client a session belongs to without touching the proxy's request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The client's number (`client-7`).
+    pub number: usize,
+    /// The address it presents in `X-Forwarded-For`.
+    pub address: IpAddr,
+    /// Its cookies.
+    pub jar: BTreeMap<String, String>,
+}
+
+impl ClientIdentity {
+    /// The headers and query its requests carry besides the method and path.
+    pub fn request_parts(&self) -> (http::HeaderMap, Option<String>) {
+        let mut headers = http::HeaderMap::new();
+        let value = |v: &str| http::HeaderValue::from_str(v).ok();
+        headers.insert(header::HOST, http::HeaderValue::from_static("ringside.demo"));
+        if let Some(v) = value(&self.address.to_string()) {
+            headers.insert("x-forwarded-for", v);
+        }
+        let session = self.jar.get("session_id");
+        if let Some(v) = session.and_then(|id| value(id)) {
+            headers.insert("x-session-id", v);
+        }
+        if !self.jar.is_empty() {
+            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if let Some(v) = value(&cookies.join("; ")) {
+                headers.insert(header::COOKIE, v);
+            }
+        }
+        (headers, session.map(|id| format!("session={id}")))
+    }
+
+    /// The session `router` would route its next request by, under the
+    /// mode in force (read from the very headers it sends, from a loopback
+    /// peer); `None` without one.
+    pub fn session(&self, router: &crate::router::Router) -> Option<SessionName> {
+        let (headers, query) = self.request_parts();
+        let view = crate::router::affinity::RequestView {
+            headers: &headers,
+            query: query.as_deref(),
+            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let key = router.affinity().extract(&view, &router.topology()).key;
+        Some(SessionName {
+            fingerprint: router.fingerprint(key)?,
+            address: match key {
+                SessionKey::Source(ip) => Some(ip),
+                _ => None,
+            },
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     /// Bumped by a reset: every client forgets its cookies.
@@ -134,6 +191,14 @@ impl Traffic {
         events: mpsc::Sender<TrafficEvent>,
         paused: bool,
     ) -> Traffic {
+        let behind_nat = (config.clients as f64 * config.nat_share.clamp(0.0, 1.0)).round() as usize;
+        let address_of = |i: usize| {
+            if i < behind_nat {
+                config.nat_addr
+            } else {
+                own_address(i)
+            }
+        };
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
             rate_milli: AtomicU64::new(to_milli(config.rate)),
@@ -144,20 +209,17 @@ impl Traffic {
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(ticker(Arc::clone(&shared), stop_rx.clone()))];
-        let behind_nat = (config.clients as f64 * config.nat_share.clamp(0.0, 1.0)).round() as usize;
         for i in 0..config.clients {
-            let address = if i < behind_nat {
-                config.nat_addr
-            } else {
-                own_address(i)
+            let identity = ClientIdentity {
+                number: i,
+                address: address_of(i),
+                jar: BTreeMap::new(),
             };
-            shared.registry.record(i, address, &BTreeMap::new());
+            shared.registry.record(&identity);
             let client = Client {
                 number: i,
                 proxy,
-                ip: address,
-                address: address.to_string(),
-                jar: BTreeMap::new(),
+                identity,
                 connection: None,
                 rng: fastrand::Rng::with_seed(config.seed.wrapping_mul(1_000_003).wrapping_add(i as u64)),
                 timeout: config.request_timeout,
@@ -309,9 +371,8 @@ async fn ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 struct Client {
     number: usize,
     proxy: SocketAddr,
-    ip: IpAddr,
-    address: String,
-    jar: BTreeMap<String, String>,
+    /// Its address and cookie jar, as its requests present them.
+    identity: ClientIdentity,
     connection: Option<SendRequest<Empty<Bytes>>>,
     rng: fastrand::Rng,
     timeout: Duration,
@@ -340,15 +401,15 @@ impl Client {
             let now = self.shared.epoch.load(Ordering::Relaxed);
             if now != epoch {
                 epoch = now;
-                self.jar.clear();
+                self.identity.jar.clear();
                 self.file_jar();
                 self.connection = None;
             }
-            let logged_in = self.jar.contains_key("session_id");
+            let logged_in = self.identity.jar.contains_key("session_id");
             if !logged_in {
                 let user = format!("client-{}", self.number);
                 let out = self.request(Method::POST, "/login", &format!("user={user}")).await;
-                if out.status == Some(StatusCode::OK) && self.jar.contains_key("session_id") {
+                if out.status == Some(StatusCode::OK) && self.identity.jar.contains_key("session_id") {
                     self.shared.counters.logins.fetch_add(1, Ordering::Relaxed);
                     let _ = self.events.try_send(TrafficEvent::LoggedIn {
                         client: self.number,
@@ -375,7 +436,7 @@ impl Client {
                     client: self.number,
                     backend: out.backend,
                 });
-                self.jar.remove("session_id");
+                self.identity.jar.remove("session_id");
                 self.file_jar();
             }
         }
@@ -383,37 +444,22 @@ impl Client {
 
     /// Tells the registry what the jar holds now.
     fn file_jar(&self) {
-        self.shared.registry.record(self.number, self.ip, &self.jar);
+        self.shared.registry.record(&self.identity);
     }
 
     async fn request(&mut self, method: Method, path: &str, query: &str) -> Outcome {
         let shared = Arc::clone(&self.shared);
         let c = &shared.counters;
         c.requests.fetch_add(1, Ordering::Relaxed);
-        let session = self.jar.get("session_id").cloned();
-        let mut uri = String::from(path);
-        let mut sep = '?';
-        if !query.is_empty() {
-            uri.push(sep);
-            uri.push_str(query);
-            sep = '&';
-        }
-        if let Some(id) = &session {
-            uri.push(sep);
-            uri.push_str("session=");
-            uri.push_str(id);
-        }
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::HOST, "ringside.demo")
-            .header("x-forwarded-for", &self.address);
-        if let Some(id) = &session {
-            req = req.header("x-session-id", id);
-        }
-        if !self.jar.is_empty() {
-            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            req = req.header(header::COOKIE, cookies.join("; "));
+        let (headers, session_query) = self.identity.request_parts();
+        let uri = match [(!query.is_empty()).then_some(query), session_query.as_deref()] {
+            [Some(q), Some(s)] => format!("{path}?{q}&{s}"),
+            [Some(q), None] | [None, Some(q)] => format!("{path}?{q}"),
+            [None, None] => path.to_owned(),
+        };
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(h) = req.headers_mut() {
+            *h = headers;
         }
         let Ok(req) = req.body(Empty::new()) else {
             c.errors.fetch_add(1, Ordering::Relaxed);
@@ -433,7 +479,7 @@ impl Client {
                 let mut changed = false;
                 for value in headers.get_all(header::SET_COOKIE) {
                     if let Ok(v) = value.to_str() {
-                        update_jar(&mut self.jar, v);
+                        update_jar(&mut self.identity.jar, v);
                         changed = true;
                     }
                 }

@@ -49,7 +49,8 @@ impl Engine {
             Command::Remove(name) => self.remove(&name).await,
             Command::Vnodes(n) => {
                 let summary = self.shared.router.set_vnodes(n)?;
-                Ok(format!("{n} virtual nodes per unit of weight — {summary}"))
+                let vnodes = crate::text::plural(u64::from(n), "virtual node");
+                Ok(format!("{vnodes} per unit of weight — {summary}"))
             }
             Command::Placement(p) => {
                 self.shared.router.set_placement(p);
@@ -60,14 +61,20 @@ impl Engine {
             Command::TrafficRate(rate) => self.traffic_rate(rate),
             Command::TrafficRateBy(factor) => {
                 let now = self.traffic.as_ref().map_or(self.config().traffic.rate, Traffic::rate);
-                self.traffic_rate((now * factor).round().max(1.0))
+                let to = (now * factor).round().clamp(1.0, MAX_TRAFFIC_RATE);
+                if to == now {
+                    let bound = if factor < 1.0 { "slowest" } else { "fastest" };
+                    return Err(CommandError::BadValue(format!(
+                        "the traffic rate is already {now:.0} requests/s, the {bound} it goes"
+                    )));
+                }
+                self.traffic_rate(to)
             }
             Command::Restart => {
-                let forgotten = self.shared.router.clear_sessions();
+                let live = self.shared.router.session_count();
+                self.shared.router.clear_sessions();
                 self.shared.proxy.reset_stats();
-                for u in self.shared.upstreams.all() {
-                    u.latency.reset();
-                }
+                self.shared.upstreams.reset_latency();
                 if let Some(t) = &self.traffic {
                     t.reset();
                 }
@@ -78,7 +85,8 @@ impl Engine {
                 }
                 self.last_second = (0, 0);
                 Ok(format!(
-                    "the lesson starts afresh: {forgotten} sessions and every counter forgotten; the backends stay as they are"
+                    "the lesson starts afresh: the {} and every counter are forgotten; the backends stay as they are",
+                    crate::text::plural(live, "session")
                 ))
             }
             Command::Reload(config) => self.reload(*config).await,

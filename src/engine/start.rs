@@ -27,7 +27,7 @@ use crate::store::RedisStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Listening addresses could not be bound: every one that failed.
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    #[error("{}", bind_errors(.0))]
     Bind(Vec<BindError>),
     /// The configuration is invalid (checked again here, whoever built it).
     #[error(transparent)]
@@ -51,6 +51,17 @@ pub enum StartError {
         /// "proxy" or "admin API".
         what: &'static str,
     },
+}
+
+/// One failure as it is, or several, one an indented line each.
+fn bind_errors(errors: &[BindError]) -> String {
+    match errors {
+        [one] => one.to_string(),
+        many => {
+            let lines: Vec<String> = many.iter().map(|e| format!("\n  {e}")).collect();
+            format!("{} addresses are taken or unusable:{}", many.len(), lines.concat())
+        }
+    }
 }
 
 /// One address that could not be bound.

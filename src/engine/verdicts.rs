@@ -22,6 +22,8 @@ impl Engine {
         let why = result.as_ref().err().map(ToString::to_string);
         if why.is_some() {
             r.last_failure = why.clone();
+        } else if state.keeps_sessions() {
+            self.shared.router.forget_redispatches(id);
         }
         match r.health.observe(result.is_ok(), state.keeps_sessions(), rise, fall) {
             Verdict::Down => self.mark_down(id, DetectedBy::HealthCheck, why.unwrap_or_default()),

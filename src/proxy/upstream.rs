@@ -112,6 +112,13 @@ impl Upstreams {
         });
     }
 
+    /// Forgets every backend's latency (a lesson starts afresh).
+    pub fn reset_latency(&self) {
+        for u in self.by_id.load().iter().flatten() {
+            u.latency.reset();
+        }
+    }
+
     /// Registers a backend (when it is added; its id's slot is replaced).
     pub fn register(&self, backend: &Arc<Backend>, config: UpstreamConfig) -> Arc<Upstream> {
         let upstream = Arc::new(Upstream {

@@ -201,6 +201,10 @@ pub struct BackendCounters {
     /// Live sessions held by this backend in each session table (by
     /// [`KeyDomain`]): O(1) to read.
     pub sessions: [AtomicU64; KeyDomain::COUNT],
+    /// Sessions (of the table in force) that redispatch moved off this
+    /// backend since it was last known healthy: they left because of the
+    /// failure that has not been detected yet, so its `left` summary counts them.
+    pub redispatched_away: AtomicU64,
 }
 
 impl BackendCounters {

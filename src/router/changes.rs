@@ -86,7 +86,9 @@ impl Router {
             from,
             to: state,
         });
-        let kind = if from.keeps_sessions() && !state.keeps_sessions() {
+        let kind = if from == BackendState::Draining && state == BackendState::Drained {
+            ChangeKind::Drained
+        } else if from.keeps_sessions() && !state.keeps_sessions() {
             ChangeKind::Left
         } else if state.takes_new_sessions() {
             ChangeKind::Joined
@@ -145,6 +147,16 @@ impl Router {
         Ok(self.account(&old, &new, None, ChangeKind::Reweighted))
     }
 
+    /// Backend `id` answered a health check: sessions redispatch moved off
+    /// it earlier left for a passing failure, not for a departure, and its
+    /// next `left` summary will not count them.
+    pub fn forget_redispatches(&self, id: BackendId) {
+        let topo = self.topology.load();
+        if id.index() < topo.backend_count() {
+            topo.backend(id).counters.redispatched_away.store(0, Ordering::Relaxed);
+        }
+    }
+
     fn lock_changes(&self) -> std::sync::MutexGuard<'_, u64> {
         self.changes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -159,9 +171,18 @@ impl Router {
     /// Reassigns the sessions a change strands, in every table, and counts —
     /// in the table in force — what moved, what a stateless ring and modulo
     /// would have moved, and the ideal; publishes the summary and a sample of
-    /// the sessions with where each went ([`Moves`]).
+    /// the sessions with where each went ([`Moves`]). A backend that leaves
+    /// also counts the sessions redispatch moved off it before its failure
+    /// was detected.
     fn account(&self, old: &Topology, new: &Topology, changed: Option<BackendId>, kind: ChangeKind) -> RemapSummary {
         let (mut sessions, mut moved, mut ring, mut modulo) = (0u64, 0u64, 0u64, 0u64);
+        let redispatched = match (changed, kind) {
+            (Some(id), ChangeKind::Left | ChangeKind::Drained | ChangeKind::Joined) => {
+                let early = new.backend(id).counters.redispatched_away.swap(0, Ordering::Relaxed);
+                if kind == ChangeKind::Joined { 0 } else { early }
+            }
+            _ => 0,
+        };
         let mut stranded = Vec::new();
         let mut listed = Vec::new();
         for table in &self.tables {
@@ -205,7 +226,8 @@ impl Router {
             backend: changed.map_or_else(|| "every backend".to_owned(), |id| new.backend(id).name.to_string()),
             kind,
             sessions,
-            moved,
+            moved: (moved + redispatched).min(sessions),
+            redispatched,
             ring,
             modulo,
             ideal: remap::ideal_share(old.serving().len(), new.serving().len()),

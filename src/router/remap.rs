@@ -19,6 +19,8 @@ pub enum ChangeKind {
     Reweighted,
     /// A backend was added but takes nothing until its health checks pass.
     Added,
+    /// A drain ended: the sessions still on the backend moved.
+    Drained,
 }
 
 /// The outcome of one topology change.
@@ -30,8 +32,10 @@ pub struct RemapSummary {
     pub kind: ChangeKind,
     /// Live sessions when it happened.
     pub sessions: u64,
-    /// Sessions actually moved to another backend.
+    /// Sessions actually moved to another backend because of the change.
     pub moved: u64,
+    /// Of those, sessions redispatch moved before the failure was detected.
+    pub redispatched: u64,
     /// Sessions whose owner under pure consistent hashing changed.
     pub ring: u64,
     /// Sessions whose owner under `position % backends` changed.
@@ -58,6 +62,54 @@ impl RemapSummary {
     /// `modulo` as a share.
     pub fn modulo_share(&self) -> f64 {
         share(self.modulo, self.sessions)
+    }
+}
+
+impl RemapSummary {
+    /// The same in fewer words, for narrow screens, e.g. "api-2 left: 6 of
+    /// 20 sessions moved (30.0%), 2 by redispatch — modulo 70.0%, ideal 33.3%".
+    pub fn brief(&self) -> String {
+        let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+        let b = &self.backend;
+        let moved = format!(
+            "{} of {} sessions moved ({})",
+            thousands(self.moved),
+            thousands(self.sessions),
+            pct(self.moved_share())
+        );
+        match self.kind {
+            ChangeKind::Left => {
+                let early = match self.redispatched {
+                    0 => String::new(),
+                    n => format!(", {} by redispatch", thousands(n)),
+                };
+                format!(
+                    "{b} left: {moved}{early} — modulo {}, ideal {}",
+                    pct(self.modulo_share()),
+                    pct(self.ideal)
+                )
+            }
+            ChangeKind::Joined => format!(
+                "{b} joined: {moved}, sessions stay — stateless ring {}, modulo {}, ideal {}",
+                pct(self.ring_share()),
+                pct(self.modulo_share()),
+                pct(self.ideal)
+            ),
+            ChangeKind::Draining => format!(
+                "{b} is draining: no session moved; its new keys go to the next backend ({} of sessions' keys)",
+                pct(self.ring_share())
+            ),
+            ChangeKind::Drained => format!(
+                "{b}'s drain ended: the {} sessions still on it moved ({}); no other",
+                thousands(self.moved),
+                pct(self.moved_share())
+            ),
+            ChangeKind::Reweighted => format!(
+                "{b} reweighted: {moved}, sessions stay — stateless ring {}",
+                pct(self.ring_share())
+            ),
+            ChangeKind::Added => format!("{b} added: it takes new sessions once its health checks pass"),
+        }
     }
 }
 
@@ -93,6 +145,13 @@ impl fmt::Display for RemapSummary {
             ChangeKind::Left => {
                 write!(f, "{b} left: ")?;
                 moved(f)?;
+                if self.redispatched > 0 {
+                    write!(
+                        f,
+                        ", {} of them by redispatch before it was found down",
+                        thousands(self.redispatched)
+                    )?;
+                }
                 write!(
                     f,
                     " — modulo would have moved {}, ideal {}",
@@ -113,9 +172,16 @@ impl fmt::Display for RemapSummary {
             }
             ChangeKind::Draining => write!(
                 f,
-                "{b} is draining: no session moves; new keys that would land on it go to the next backend \
-                 (a stateless ring would have moved {} of {} sessions)",
+                "{b} is draining: no session moved; new keys that hash to it (as {} of the {} live sessions' \
+                 keys do) go to the next backend clockwise; its sessions stay until the drain ends",
                 pct(self.ring_share()),
+                thousands(self.sessions)
+            ),
+            ChangeKind::Drained => write!(
+                f,
+                "{b}'s drain ended: the {} sessions still on it moved ({} of {} live); no other session moved",
+                thousands(self.moved),
+                pct(self.moved_share()),
                 thousands(self.sessions)
             ),
             ChangeKind::Reweighted => {
@@ -146,6 +212,7 @@ mod tests {
             kind: ChangeKind::Left,
             sessions: 3100,
             moved: 1032,
+            redispatched: 0,
             ring: 1032,
             modulo: 2071,
             ideal: ideal_share(3, 2),

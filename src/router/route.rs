@@ -220,6 +220,13 @@ impl Router {
             let moved = table.shard_for(fingerprint).reassign(fingerprint, to, false);
             if let Some(info) = moved {
                 table.record_move(&topo, &info, to, MoveKind::Local);
+                if self.ledger.is_active(domain) {
+                    route
+                        .backend
+                        .counters
+                        .redispatched_away
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
         let backend = Arc::clone(topo.backend(to));

@@ -1,4 +1,5 @@
-//! `ringside sim`: the source task's JSON line protocol over stdin/stdout,
+//! `ringside sim`: the source task's JSON protocol over stdin/stdout (one
+//! message per line, or spread over several lines as the task writes them),
 //! driving the real router with simulated backends `api-1 … api-N`.
 //!
 //! Sessions are keyed by the application's `session_id` cookie, as in the
@@ -41,22 +42,75 @@ pub struct SimConfig {
     pub seed: u64,
 }
 
-/// Runs the simulator until EOF on `input`.
+/// Runs the simulator until EOF on `input`: a stream of JSON values, one
+/// per line or spread over several lines (as the task's samples are
+/// written). Each complete value is answered as it arrives; a line that is
+/// not JSON is answered with an error and dropped.
 pub fn run(mut input: impl BufRead, mut output: impl Write, config: &SimConfig) -> io::Result<()> {
     let mut sim = Simulator::new(config);
     let mut line = Vec::new();
+    // A value begun on earlier lines.
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         match read_line(&mut input, &mut line, MAX_LINE)? {
-            Line::Eof => return Ok(()),
+            Line::Eof => {
+                if !pending.is_empty() {
+                    let text = "the input ended inside a JSON value".to_owned();
+                    write_line(&mut output, "client", error(None, code::MALFORMED, text))?;
+                }
+                return Ok(());
+            }
             Line::TooLong => {
+                pending.clear();
                 let text = format!("line longer than {MAX_LINE} bytes");
                 write_line(&mut output, "client", error(None, code::MALFORMED, text))?;
             }
             Line::Complete => {
-                if line.iter().all(u8::is_ascii_whitespace) {
+                if std::str::from_utf8(&line).is_err() {
+                    pending.clear();
+                    let text = "the line is not UTF-8".to_owned();
+                    write_line(&mut output, "client", error(None, code::MALFORMED, text))?;
                     continue;
                 }
-                sim.answer(&line, &mut output)?;
+                if pending.is_empty() && line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                pending.extend_from_slice(&line);
+                pending.push(b'\n');
+                if pending.len() > MAX_LINE {
+                    pending.clear();
+                    let text = format!("a message longer than {MAX_LINE} bytes");
+                    write_line(&mut output, "client", error(None, code::MALFORMED, text))?;
+                    continue;
+                }
+                let used = answer_values(&mut sim, &pending, &mut output)?;
+                pending.drain(..used);
+                if pending.iter().all(u8::is_ascii_whitespace) {
+                    pending.clear();
+                }
+            }
+        }
+    }
+}
+
+/// Answers every complete value in `text`; returns how many bytes were
+/// used up (an unfinished value at the end waits for more lines; after
+/// something that is not JSON, the rest is dropped).
+fn answer_values(sim: &mut Simulator, text: &[u8], out: &mut impl Write) -> io::Result<usize> {
+    let mut values = serde_json::Deserializer::from_slice(text).into_iter::<Value>();
+    loop {
+        let start = values.byte_offset();
+        match values.next() {
+            None => return Ok(text.len()),
+            Some(Ok(message)) => sim.answer(message, out)?,
+            Some(Err(e)) if e.is_eof() => return Ok(start),
+            Some(Err(e)) => {
+                write_line(
+                    out,
+                    "client",
+                    error(None, code::MALFORMED, format!("not valid JSON: {e}")),
+                )?;
+                return Ok(text.len());
             }
         }
     }
@@ -163,26 +217,7 @@ impl Simulator {
         Timestamp::from_secs(self.now_secs)
     }
 
-    fn answer(&mut self, line: &[u8], out: &mut impl Write) -> io::Result<()> {
-        let message: Value = match std::str::from_utf8(line) {
-            Err(_) => {
-                return write_line(
-                    out,
-                    "client",
-                    error(None, code::MALFORMED, "the line is not UTF-8".into()),
-                );
-            }
-            Ok(text) => match serde_json::from_str(text) {
-                Ok(v) => v,
-                Err(e) => {
-                    return write_line(
-                        out,
-                        "client",
-                        error(None, code::MALFORMED, format!("not valid JSON: {e}")),
-                    );
-                }
-            },
-        };
+    fn answer(&mut self, message: Value, out: &mut impl Write) -> io::Result<()> {
         let src = message
             .get("src")
             .and_then(Value::as_str)

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::report::{Outcome, Report};
-use super::run::Recording;
+use super::run::{Progress, Recording};
 use super::{Action, Scenario, ScenarioError};
 use crate::app::Handle;
 use crate::config::Config;
@@ -56,7 +56,7 @@ impl LessonPlan {
     /// Reads a scenario's text (`name` names it in errors and the report).
     pub fn parse(text: &str, name: &str) -> Result<LessonPlan, ScenarioError> {
         let (scenario, actions) = Scenario::parse(text, name)?;
-        let (headline, caption) = opening_comment(text);
+        let (headline, caption) = headline_and_caption(&scenario.about);
         Ok(LessonPlan {
             name: name.to_owned(),
             headline,
@@ -72,16 +72,13 @@ impl LessonPlan {
     }
 }
 
-/// A scenario's opening `#` comment: its first line, and the rest joined
-/// into paragraphs (a `#` line with nothing else starts a new one).
-pub fn opening_comment(text: &str) -> (String, String) {
-    let mut lines = text
-        .lines()
-        .map_while(|l| l.strip_prefix('#'))
-        .map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end());
-    let headline = lines.next().unwrap_or("").to_owned();
+/// A scenario's opening comment ([`Scenario::about`]) as a headline (its
+/// first line) and a caption: the rest joined into paragraphs (an empty
+/// line starts a new one).
+pub fn headline_and_caption(about: &[String]) -> (String, String) {
+    let headline = about.first().cloned().unwrap_or_default();
     let mut caption = String::new();
-    for line in lines {
+    for line in about.iter().skip(1) {
         if line.is_empty() {
             caption.push('\n');
         } else {
@@ -357,7 +354,9 @@ async fn teach(
             let Some((at, action)) = next.cloned() else { break };
             let mut lines = Vec::new();
             recording
-                .act(&handle, at, action, &now, &mut |l: &str| lines.push(l.to_owned()))
+                .act(&handle, index, at, action, &now, &mut |p: &Progress| {
+                    lines.push(p.to_string())
+                })
                 .await;
             publish.send_modify(|s| {
                 schedule(s, &clock, &plan, index + 1);
@@ -540,8 +539,10 @@ mod tests {
 
     #[test]
     fn the_opening_comment_is_the_caption() {
-        let (headline, caption) =
-            opening_comment("# drain — a graceful drain.\n# one\n# two\n#\n# three\nduration_secs = 1\n# later\n");
+        let about = super::super::opening_comment(
+            "# drain — a graceful drain.\n# one\n# two\n#\n# three\nduration_secs = 1\n# later\n",
+        );
+        let (headline, caption) = headline_and_caption(&about);
         assert_eq!(headline, "drain — a graceful drain.");
         assert_eq!(caption, "one two\nthree");
     }

@@ -36,9 +36,9 @@ use crate::config::Config;
 use crate::engine::Command;
 use crate::router::affinity::AffinityMode;
 use crate::router::{Placement, VnodeHash};
-pub use lesson::{Lesson, LessonPlan, LessonState, StepView, opening_comment};
+pub use lesson::{Lesson, LessonPlan, LessonState, StepView};
 pub use report::{Outcome, Phase, Report};
-pub use run::{drive, run_file};
+pub use run::{Progress, drive, run_file};
 
 /// A scenario file, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +55,9 @@ pub struct Scenario {
     /// Timed steps, in order, as written (each becomes a [`Step`]).
     #[serde(default)]
     pub steps: Vec<toml::Spanned<toml::Table>>,
+    /// What it teaches: the comment the file opens with.
+    #[serde(skip)]
+    pub about: Vec<String>,
 }
 
 /// `[setup]`.
@@ -375,6 +378,37 @@ pub enum Action {
     Expect(Vec<Check>),
 }
 
+impl Action {
+    /// What it is, in a few words: `kill api-2`, `phase: recovery`,
+    /// `expect lost_sessions == 0`.
+    pub fn label(&self) -> String {
+        match self {
+            Action::Do(command) => command.label(),
+            Action::Phase(p) => format!("phase: {p}"),
+            Action::Expect(list) => {
+                let checks: Vec<String> = list.iter().map(ToString::to_string).collect();
+                format!("expect {}", checks.join(", "))
+            }
+        }
+    }
+}
+
+/// The comment a scenario file opens with (what it teaches), without the
+/// `#` marks: one string per line, blank lines kept.
+pub fn opening_comment(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| l.starts_with('#') || l.is_empty())
+        .map(|l| l.trim_start_matches('#').trim().to_owned())
+        .skip_while(String::is_empty)
+        .collect();
+    while lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -520,10 +554,11 @@ impl Scenario {
             line,
             reason,
         };
-        let scenario: Scenario = toml::from_str(text).map_err(|e| {
+        let mut scenario: Scenario = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(0, |s| line_of(text, s.start));
             err(line, e.message().to_owned())
         })?;
+        scenario.about = opening_comment(text);
         if !(scenario.duration_secs > 0.0 && scenario.duration_secs <= 600.0) {
             return Err(err(0, "duration_secs must be above 0 and at most 600".into()));
         }
@@ -589,6 +624,16 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_opening_comment_is_what_it_teaches() {
+        let text = "# failover — a backend dies.\n#\n# Only its sessions move.\n\nduration_secs = 5\n# not this\n";
+        assert_eq!(
+            opening_comment(text),
+            ["failover — a backend dies.", "", "Only its sessions move."]
+        );
+        assert!(opening_comment("duration_secs = 5\n").is_empty());
+    }
 
     #[test]
     fn bad_files_are_refused_with_the_line_and_the_reason() {

@@ -49,6 +49,43 @@ fn sample(handle: &Handle) -> Sample {
     }
 }
 
+/// What a running scenario reports as it goes; each prints as one line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Step `index` (in the order of the file) happened at `at_secs`.
+    Step {
+        /// Its index.
+        index: usize,
+        /// When.
+        at_secs: f64,
+        /// What it is, e.g. `kill api-2`.
+        label: String,
+    },
+    /// What the last step did, or why it was refused.
+    Outcome(String),
+    /// A check and its verdict.
+    Check {
+        /// When.
+        at_secs: f64,
+        /// It held.
+        passed: bool,
+        /// The check and what was measured.
+        text: String,
+    },
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Progress::Step { at_secs, label, .. } => write!(f, "{at_secs:>5.1}s  {label}"),
+            Progress::Outcome(text) => write!(f, "        {text}"),
+            Progress::Check { at_secs, passed, text } => {
+                write!(f, "{at_secs:>5.1}s  {} {text}", if *passed { "ok  " } else { "FAIL" })
+            }
+        }
+    }
+}
+
 /// Runs a scenario on a started ringside (demo backends and traffic
 /// running); `on_step` hears of each step as it happens.
 pub async fn drive(
@@ -56,14 +93,14 @@ pub async fn drive(
     name: String,
     duration: f64,
     actions: Vec<(f64, Action)>,
-    mut on_step: impl FnMut(&str),
+    mut on_step: impl FnMut(&Progress),
 ) -> Report {
     let mut events = handle.shared().bus.subscribe();
     let start = tokio::time::Instant::now();
     let mut recording = Recording::new(&handle);
-    let mut steps = actions.into_iter().peekable();
+    let mut steps = actions.into_iter().enumerate().peekable();
     loop {
-        let until = steps.peek().map_or(duration, |(at, _)| *at);
+        let until = steps.peek().map_or(duration, |(_, (at, _))| *at);
         // Collect events until the next step.
         let deadline = start + Duration::from_secs_f64(until);
         loop {
@@ -75,9 +112,11 @@ pub async fn drive(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        let now = recording.reach(&handle, until, steps.peek().map(|(_, a)| a));
-        let Some((at, action)) = steps.next() else { break };
-        recording.act(&handle, at, action, &now, &mut on_step).await;
+        let now = recording.reach(&handle, until, steps.peek().map(|(_, (_, a))| a));
+        let Some((index, (at, action))) = steps.next() else {
+            break;
+        };
+        recording.act(&handle, index, at, action, &now, &mut on_step).await;
     }
     recording.finish(name)
 }
@@ -157,39 +196,43 @@ impl Recording {
         now
     }
 
-    /// Carries out the step due at second `at`; `now` is what [`Recording::reach`] returned.
+    /// Carries out step `index`, due at second `at`; `now` is what
+    /// [`Recording::reach`] returned.
     pub(super) async fn act(
         &mut self,
         handle: &Handle,
+        index: usize,
         at: f64,
         action: Action,
         now: &Sample,
-        on_step: &mut impl FnMut(&str),
+        on_step: &mut impl FnMut(&Progress),
     ) {
+        on_step(&Progress::Step {
+            index,
+            at_secs: at,
+            label: action.label(),
+        });
         match action {
             Action::Do(command) => {
                 self.started_by = command.label();
-                on_step(&format!("{at:>5.1}s  {}", self.started_by));
                 match handle.execute(command).await {
-                    Ok(text) => on_step(&format!("        {text}")),
+                    Ok(text) => on_step(&Progress::Outcome(text)),
                     Err(e) => {
-                        on_step(&format!("        refused: {e}"));
+                        on_step(&Progress::Outcome(format!("refused: {e}")));
                         self.notes.push(format!("refused: {e}"));
                     }
                 }
             }
-            Action::Phase(p) => {
-                on_step(&format!("{at:>5.1}s  phase: {p}"));
-                self.started_by = p;
-            }
+            Action::Phase(p) => self.started_by = p,
             Action::Expect(list) => {
                 for c in list {
                     let measured = measure(handle, c.metric, now, &self.before, self.remaps.last());
                     let passed = c.holds(measured);
-                    on_step(&format!(
-                        "{at:>5.1}s  {} {c} (measured {measured:.3})",
-                        if passed { "ok  " } else { "FAIL" }
-                    ));
+                    on_step(&Progress::Check {
+                        at_secs: at,
+                        passed,
+                        text: format!("{c} (measured {measured:.3})"),
+                    });
                     self.checks.push(Outcome {
                         at_secs: at,
                         check: c.to_string(),
@@ -296,7 +339,7 @@ fn measure(
 
 /// Loads `path`, starts ringside headless for it, runs it and returns the
 /// report; `on_step` hears of each step as it happens.
-pub async fn run_file(path: &Path, on_step: impl FnMut(&str)) -> anyhow::Result<Report> {
+pub async fn run_file(path: &Path, on_step: impl FnMut(&Progress)) -> anyhow::Result<Report> {
     let (scenario, actions) = Scenario::load(path)?;
     let handle = crate::app::bind_and_start(scenario.config(), StartOptions { traffic: true }).await?;
     let report = drive(
