@@ -14,6 +14,7 @@ use common::{Client, Lb, admin_json, test_config};
 use http::{Method, StatusCode};
 use ringside::config::{BackendEntry, Config};
 use ringside::demo::backend::DemoBackend;
+use ringside::router::SessionKey;
 use ringside::router::affinity::AffinityMode;
 use ringside::store::StoreState;
 
@@ -186,6 +187,13 @@ async fn wait_flushed(lb: &Lb) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// A client that sends its session id in `x-session-id`.
+fn with_session_header(id: &str) -> Client {
+    let mut c = Client::default();
+    c.headers.push(("x-session-id".into(), id.into()));
+    c
+}
+
 async fn profile(client: &mut Client, proxy: SocketAddr) -> (StatusCode, String) {
     let a = client.get(proxy, "/profile").await;
     (a.status, a.backend().unwrap_or("-").to_owned())
@@ -313,9 +321,9 @@ async fn a_kill_seen_by_one_balancer_moves_the_sessions_on_the_other() {
 async fn redis_stopping_fails_no_request_and_the_table_is_put_back() {
     let Some(mut redis) = Redis::start() else { return };
     let backends = three_backends().await;
-    let lb = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::LbCookie)).await;
+    let lb = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::Header)).await;
     wait_store(&lb, StoreState::Ok).await;
-    let mut clients = vec![Client::default(); 10];
+    let mut clients: Vec<Client> = (0..10).map(|i| with_session_header(&format!("old-{i}"))).collect();
     let mut homes = Vec::new();
     for c in &mut clients {
         homes.push(c.get(lb.proxy, "/").await.backend().unwrap().to_owned());
@@ -333,7 +341,7 @@ async fn redis_stopping_fails_no_request_and_the_table_is_put_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_store(&lb, StoreState::Degraded).await;
-    let mut newcomers = vec![Client::default(); 5];
+    let mut newcomers: Vec<Client> = (0..5).map(|i| with_session_header(&format!("new-{i}"))).collect();
     for c in &mut newcomers {
         assert_eq!(c.get(lb.proxy, "/").await.status, StatusCode::OK);
     }
@@ -385,6 +393,211 @@ async fn a_stalled_redis_costs_a_lookup_timeout_not_a_failed_request() {
     redis.signal("CONT");
     wait_store(&lb, StoreState::Ok).await;
     lb.handle.shutdown().await;
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+/// Where `lb`'s table has the session of `key` (`-` when it has none).
+fn table_backend(lb: &Lb, key: SessionKey<'_>) -> String {
+    let router = lb.handle.router();
+    let fingerprint = router.fingerprint(key).unwrap();
+    let domain = key.domain().unwrap();
+    router
+        .table(domain)
+        .get(fingerprint)
+        .map_or("-".into(), |s| router.topology().backend(s.backend).name.to_string())
+}
+
+#[tokio::test]
+async fn a_client_that_switches_balancer_at_once_keeps_its_session() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let one = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::AppCookie)).await;
+    let two = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::AppCookie)).await;
+    wait_store(&one, StoreState::Ok).await;
+    wait_store(&two, StoreState::Ok).await;
+
+    // Every next request goes to the other balancer at once, as behind DNS
+    // round-robin: the login's session must be in Redis when it answers.
+    let mut lost = Vec::new();
+    for user in 0..40 {
+        let (first, second) = if user % 2 == 0 { (&one, &two) } else { (&two, &one) };
+        let mut client = Client::default();
+        let login = client.post(first.proxy, &format!("/login?user=u{user}")).await;
+        assert_eq!(login.status, StatusCode::OK);
+        let home = login.backend().unwrap().to_owned();
+        for lb in [second, first, second] {
+            let answer = profile(&mut client, lb.proxy).await;
+            if answer != (StatusCode::OK, home.clone()) {
+                lost.push((user, answer));
+            }
+        }
+    }
+    assert!(lost.is_empty(), "sessions lost: {lost:?}");
+    for lb in [&one, &two] {
+        let store = lb.handle.store().unwrap().view();
+        assert_eq!(store.waits, 20, "one wait per login through it: {store:?}");
+        assert_eq!(store.state, StoreState::Ok);
+    }
+    for lb in [one, two] {
+        lb.handle.shutdown().await;
+    }
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn balancers_that_miss_the_same_key_at_once_agree_on_one_backend() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::Header);
+    // A random placement: without one winner the balancers would disagree.
+    config.routing.placement = ringside::router::Placement::P2c;
+    let one = Lb::start(config.clone()).await;
+    let two = Lb::start(config).await;
+    wait_store(&one, StoreState::Ok).await;
+    wait_store(&two, StoreState::Ok).await;
+
+    let mut split = Vec::new();
+    for i in 0..60 {
+        let id = format!("racer-{i}");
+        let (mut a, mut b) = (with_session_header(&id), with_session_header(&id));
+        let (x, y) = tokio::join!(a.get(one.proxy, "/"), b.get(two.proxy, "/"));
+        assert_eq!((x.status, y.status), (StatusCode::OK, StatusCode::OK));
+        let key = SessionKey::Text(id.as_bytes());
+        let tables = (table_backend(&one, key), table_backend(&two, key));
+        if x.backend() != y.backend() || tables.0 != tables.1 || x.backend() != Some(tables.0.as_str()) {
+            split.push((
+                id,
+                x.backend().map(str::to_owned),
+                y.backend().map(str::to_owned),
+                tables,
+            ));
+        }
+    }
+    assert!(split.is_empty(), "the balancers disagreed: {split:?}");
+    let conflicts: u64 = [&one, &two]
+        .iter()
+        .map(|lb| lb.handle.store().unwrap().view().conflicts + lb.handle.store().unwrap().view().hits)
+        .sum();
+    assert!(conflicts > 0, "no request ever found the other balancer's value");
+    for lb in [one, two] {
+        lb.handle.shutdown().await;
+    }
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn two_moves_of_one_session_at_once_end_on_one_backend() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::Header);
+    config.health.interval_ms = 60_000; // only the commands act
+    let one = Lb::start(config.clone()).await;
+    let two = Lb::start(config).await;
+    wait_store(&one, StoreState::Ok).await;
+    wait_store(&two, StoreState::Ok).await;
+
+    // Sessions on api-1, known to both balancers.
+    let mut ids = Vec::new();
+    for i in 0.. {
+        if ids.len() == 40 {
+            break;
+        }
+        let id = format!("mover-{i}");
+        let mut c = with_session_header(&id);
+        if c.get(one.proxy, "/").await.backend() == Some("api-1") {
+            assert_eq!(c.get(two.proxy, "/").await.backend(), Some("api-1"));
+            ids.push(id);
+        }
+    }
+    // The balancers see the topology differently (api-2 drains on one,
+    // api-3 on two), so each would move api-1's sessions elsewhere.
+    for (lb, draining) in [(&one, "api-2"), (&two, "api-3")] {
+        let drain = ringside::engine::Command::Drain {
+            backend: draining.into(),
+            timeout: Some(Duration::from_secs(600)),
+        };
+        lb.handle.execute(drain).await.unwrap();
+    }
+    let kill = || ringside::engine::Command::Kill("api-1".into());
+    let (a, b) = tokio::join!(one.handle.execute(kill()), two.handle.execute(kill()));
+    a.unwrap();
+    b.unwrap();
+    wait_flushed(&one).await;
+    wait_flushed(&two).await;
+
+    let stored: std::collections::HashMap<String, String> = redis.sessions().into_iter().collect();
+    let mut split = Vec::new();
+    for id in &ids {
+        let key = SessionKey::Text(id.as_bytes());
+        let (x, y) = (table_backend(&one, key), table_backend(&two, key));
+        let fingerprint = one.handle.router().fingerprint(key).unwrap();
+        let in_redis = stored
+            .get(&format!("ringside:session:{fingerprint:016x}"))
+            .map(|v| v.split('\t').next().unwrap().to_owned());
+        if x != y || in_redis.as_deref() != Some(x.as_str()) || x == "api-1" {
+            split.push((id, x, y, in_redis));
+        }
+    }
+    assert!(split.is_empty(), "{} of {} disagree: {split:?}", split.len(), ids.len());
+    for lb in [one, two] {
+        lb.handle.shutdown().await;
+    }
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn redis_holds_no_cookie_session_until_it_moves_and_other_keys_up_to_store_max() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::LbCookie);
+    config.health.interval_ms = 60_000;
+    let lb = Lb::start(config).await;
+    wait_store(&lb, StoreState::Ok).await;
+
+    // A cookieless flood: every request a new session, none written.
+    let mut homes = std::collections::HashMap::<String, u64>::new();
+    for _ in 0..150 {
+        let a = Client::default().get(lb.proxy, "/").await;
+        *homes.entry(a.backend().unwrap().to_owned()).or_default() += 1;
+    }
+    wait_flushed(&lb).await;
+    assert_eq!(redis.keys(), 0, "a balancer cookie routes on its own");
+    assert_eq!(lb.handle.store().unwrap().view().keys, 0);
+    // A kill moves api-2's sessions: those are written, and only those.
+    lb.handle
+        .execute(ringside::engine::Command::Kill("api-2".into()))
+        .await
+        .unwrap();
+    wait_flushed(&lb).await;
+    assert_eq!(redis.keys(), homes["api-2"], "{homes:?}");
+    lb.handle.shutdown().await;
+
+    // Application keys: at most store_max per balancer, the rest unshared.
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::Header);
+    config.sessions.store_max = 20;
+    let capped = Lb::start(config).await;
+    wait_store(&capped, StoreState::Ok).await;
+    let before = redis.keys();
+    for i in 0..50 {
+        let a = with_session_header(&format!("flood-{i}")).get(capped.proxy, "/").await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    wait_flushed(&capped).await;
+    assert_eq!(redis.keys() - before, 20);
+    let store = capped.handle.store().unwrap().view();
+    assert_eq!((store.keys, store.keys_max, store.unshared), (20, 20, 30), "{store:?}");
+    let (_, stats) = admin_json(capped.admin, Method::GET, "/api/stats", None).await;
+    assert_eq!(stats["store"]["keys"], 20, "{stats}");
+    assert_eq!(stats["store"]["unshared"], 30, "{stats}");
+    capped.handle.shutdown().await;
     for b in backends {
         b.kill().await;
     }

@@ -190,6 +190,12 @@ fn draw_header(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         line1
             .spans
             .extend([label(if wide { "  store " } else { " · " }), Span::styled(text, style)]);
+        if wide {
+            line1.spans.push(Span::styled(
+                format!(" {}/{} keys", store.keys, store.keys_max),
+                theme.fg(Color::DarkGray),
+            ));
+        }
     }
     let err_rate = if app.rps == 0 {
         0.0

@@ -16,11 +16,11 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::BackendId;
 use super::event::{Event, SessionEnd};
 use super::hash::{BuildIdentity, KeyDomain};
 use super::ledger::Ledger;
 use super::topology::Topology;
+use super::{BackendId, Stored};
 
 const NIL: u32 = u32::MAX;
 
@@ -358,6 +358,9 @@ pub struct NewSession {
     pub address: Option<IpAddr>,
     /// Router seconds now.
     pub now: u32,
+    /// Whether the store mirror is told (false when the store already has
+    /// it, or needs nothing).
+    pub tell_store: bool,
 }
 
 /// Where a session added to a table comes from.
@@ -365,6 +368,8 @@ pub struct NewSession {
 pub enum Origin {
     /// Placed now: counted as created.
     New,
+    /// A backend's response set it: counted as created.
+    Learned,
     /// Its backend left (the one given) while the table did not hold it: a
     /// balancer cookie named a backend that is gone. Counted as a move.
     Moved(BackendId),
@@ -379,6 +384,8 @@ pub enum Origin {
 pub enum MoveKind {
     /// Moved here: counted as a reassignment and told to the store.
     Local,
+    /// Moved where the application put it: counted and told like `Local`.
+    Learned,
     /// Learned from another balancer: shown, not counted or told again.
     Followed,
 }
@@ -474,6 +481,12 @@ impl SessionTable {
         self.ledger.is_active(self.domain)
     }
 
+    /// The store mirror, for the active table only: the tables kept aside
+    /// route nothing another balancer would ask about.
+    fn mirror(&self) -> Option<&Arc<dyn super::SessionMirror>> {
+        self.ledger.mirror().filter(|_| self.is_active())
+    }
+
     /// Adds a session to `shard` (its shard, locked by the caller, who
     /// checked that the session is missing), evicting the least recently used
     /// one first when the table is full; then records it everywhere, as
@@ -491,10 +504,17 @@ impl SessionTable {
         }
         self.len.fetch_add(1, Ordering::Relaxed);
         topo.backend(new.backend).counters.sessions[self.domain.index()].fetch_add(1, Ordering::Relaxed);
-        if let Some(mirror) = self.ledger.mirror() {
+        if new.tell_store
+            && let Some(mirror) = self.mirror()
+        {
+            let stored = |why| mirror.stored(self.domain, new.fingerprint, new.position, new.backend, why);
             match origin {
-                Origin::New | Origin::Adopted => mirror.stored(self.domain, new.fingerprint, new.position, new.backend),
-                Origin::Moved(_) => mirror.moved(self.domain, new.fingerprint, new.position, new.backend),
+                Origin::New => stored(Stored::Placed),
+                Origin::Adopted => stored(Stored::Adopted),
+                Origin::Learned => stored(Stored::Learned),
+                Origin::Moved(from) => {
+                    mirror.moved(self.domain, new.fingerprint, new.position, Some(from), new.backend)
+                }
                 Origin::Synced => {}
             }
         }
@@ -510,7 +530,7 @@ impl SessionTable {
             address: new.address,
         };
         match origin {
-            Origin::New => {
+            Origin::New | Origin::Learned => {
                 stats.created.fetch_add(1, Ordering::Relaxed);
                 self.ledger.events.emit(Event::SessionCreated {
                     session,
@@ -535,7 +555,7 @@ impl SessionTable {
         self.len.fetch_sub(1, Ordering::Relaxed);
         let counter = &topo.backend(info.backend).counters.sessions[self.domain.index()];
         let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        if announce && let Some(mirror) = self.ledger.mirror() {
+        if announce && let Some(mirror) = self.mirror() {
             mirror.ended(self.domain, info.fingerprint);
         }
         if self.is_active() {
@@ -560,13 +580,21 @@ impl SessionTable {
         let from = &topo.backend(before.backend).counters.sessions[self.domain.index()];
         let _ = from.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         topo.backend(to).counters.sessions[self.domain.index()].fetch_add(1, Ordering::Relaxed);
-        if kind == MoveKind::Local
-            && let Some(mirror) = self.ledger.mirror()
-        {
-            mirror.moved(self.domain, before.fingerprint, before.position, to);
+        if let Some(mirror) = self.mirror() {
+            match kind {
+                MoveKind::Local => mirror.moved(
+                    self.domain,
+                    before.fingerprint,
+                    before.position,
+                    Some(before.backend),
+                    to,
+                ),
+                MoveKind::Learned => mirror.moved(self.domain, before.fingerprint, before.position, None, to),
+                MoveKind::Followed => {}
+            }
         }
         if self.is_active() {
-            if kind == MoveKind::Local {
+            if kind != MoveKind::Followed {
                 self.ledger.stats.reassigned.fetch_add(1, Ordering::Relaxed);
             }
             self.ledger.events.emit(Event::SessionReassigned {
@@ -583,7 +611,7 @@ impl SessionTable {
         let removed = self.shard_for(fingerprint).remove(fingerprint);
         if let Some(info) = &removed {
             self.record_end(topo, info, SessionEnd::Ended, announce);
-        } else if announce && let Some(mirror) = self.ledger.mirror() {
+        } else if announce && let Some(mirror) = self.mirror() {
             mirror.ended(self.domain, fingerprint);
         }
         removed.is_some()

@@ -1,0 +1,541 @@
+//! Writing to Redis: the one script every write goes through, the changes
+//! waiting to be written, and what a balancer does when Redis answers that
+//! another balancer's value was there first.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use redis::aio::MultiplexedConnection;
+
+use super::{IO_TIMEOUT, MAX_PENDING, PENDING_SHARDS, RedisStore, StoredSession, inc, key_of};
+use crate::router::{Adoption, Agreement, BackendId, KeyDomain, Outcome, Proposal, Router, Timestamp, Topology};
+
+/// Sessions per pipeline when putting the local table back.
+const RESYNC_BATCH: usize = 1000;
+
+/// Sets `KEYS[1]` to `ARGV[1]` (`backend\tposition`, expiring in `ARGV[2]`
+/// seconds) unless it names another backend than `ARGV[3]` expects: `''`
+/// only an absent key (or one on the same backend), `'*'` anything, else
+/// that backend (a move from it). `ARGV[4]` `'0'` checks without writing.
+/// A value that replaces another backend's is published (`ARGV[5]`,
+/// `ARGV[6]`), and so is one written on an absent key if `ARGV[7]` is `'1'`.
+/// Answers the value that was there (`''` if none) and 1 if ours stands,
+/// 0 if theirs does. Lua, so that Redis 6 and 7 alike run it atomically.
+pub(super) const SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+local was = cur and string.match(cur, '^[^\t]*')
+local mine = string.match(ARGV[1], '^[^\t]*')
+if was and was ~= mine and ARGV[3] ~= '*' and was ~= ARGV[3] then
+  return {cur, 0}
+end
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+if (was and was ~= mine) or (not was and ARGV[7] == '1') then
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
+return {cur or '', 1}
+"#;
+
+/// A change waiting to be written.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Change {
+    /// Placed here, or still in use: written unless another balancer's
+    /// backend is there, which is then taken.
+    Stored {
+        domain: KeyDomain,
+        position: u32,
+        backend: BackendId,
+    },
+    /// A backend's response put it there: written whatever was there.
+    Asserted {
+        domain: KeyDomain,
+        position: u32,
+        backend: BackendId,
+    },
+    /// Moved here from `from`: written unless another balancer moved it
+    /// first (then its move is taken), and announced.
+    Moved {
+        domain: KeyDomain,
+        position: u32,
+        from: BackendId,
+        to: BackendId,
+    },
+    /// Ended: deleted and announced.
+    Ended,
+}
+
+impl Change {
+    /// The backend it puts the session on.
+    fn backend(&self) -> Option<BackendId> {
+        match *self {
+            Change::Stored { backend, .. } | Change::Asserted { backend, .. } | Change::Moved { to: backend, .. } => {
+                Some(backend)
+            }
+            Change::Ended => None,
+        }
+    }
+
+    /// What waits when `self` waits and `next` comes: the later change,
+    /// except that a refresh never weakens a move or an assertion to the same
+    /// backend, and two moves write one from where the first began.
+    fn then(self, next: Change) -> Change {
+        match (self, next) {
+            (Change::Moved { .. } | Change::Asserted { .. }, Change::Stored { backend, .. })
+                if self.backend() == Some(backend) =>
+            {
+                self
+            }
+            (
+                Change::Moved { from, .. },
+                Change::Moved {
+                    domain, position, to, ..
+                },
+            ) => Change::Moved {
+                domain,
+                position,
+                from,
+                to,
+            },
+            _ => next,
+        }
+    }
+}
+
+/// Writes on their way in one pipeline, and what each script call was.
+#[derive(Default)]
+struct Batch {
+    pipe: redis::Pipeline,
+    /// Every change, to wait again if the write fails.
+    changes: Vec<(u64, Change)>,
+    /// The script calls, in order.
+    calls: Vec<Call>,
+}
+
+/// One script call: whose key, which table, and whether it writes (adding
+/// the key to this balancer's count).
+struct Call {
+    fingerprint: u64,
+    domain: KeyDomain,
+    counted: bool,
+}
+
+/// How a script call treats the value already there.
+enum Expect<'a> {
+    /// Only an absent key (or the same backend).
+    Absent,
+    /// Anything.
+    Any,
+    /// The backend a move starts from.
+    On(&'a str),
+}
+
+impl RedisStore {
+    fn shard(
+        &self,
+        fingerprint: u64,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Change, crate::router::hash::BuildIdentity>> {
+        self.pending[(fingerprint >> 60) as usize % PENDING_SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn record(&self, fingerprint: u64, change: Change) {
+        let mut shard = self.shard(fingerprint);
+        let total = self.pending_len.load(Ordering::Relaxed) as usize;
+        match shard.get_mut(&fingerprint) {
+            Some(slot) => *slot = slot.then(change),
+            None if total >= MAX_PENDING => inc(&self.counters.dropped_writes),
+            None => {
+                shard.insert(fingerprint, change);
+                self.pending_len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes the change waiting for one session.
+    fn take(&self, fingerprint: u64) -> Option<Change> {
+        let taken = self.shard(fingerprint).remove(&fingerprint);
+        if taken.is_some() {
+            self.pending_len.fetch_sub(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Takes every waiting change.
+    fn take_pending(&self) -> Vec<(u64, Change)> {
+        let mut all = Vec::new();
+        for shard in self.pending.iter() {
+            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
+            self.pending_len.fetch_sub(taken.len() as u64, Ordering::Relaxed);
+            all.extend(taken);
+        }
+        all
+    }
+
+    /// Puts back changes a failed write took, unless newer ones arrived.
+    fn restore(&self, changes: Vec<(u64, Change)>) {
+        for (fingerprint, change) in changes {
+            let mut shard = self.shard(fingerprint);
+            if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(fingerprint) {
+                slot.insert(change);
+                self.pending_len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn message(&self, fingerprint: u64, value: &str) -> String {
+        format!("{:016x}\t{fingerprint:016x}\t{value}", self.instance)
+    }
+
+    /// Adds a script call to `batch`.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &self,
+        batch: &mut Batch,
+        fingerprint: u64,
+        domain: KeyDomain,
+        backend: &str,
+        position: u32,
+        expect: Expect<'_>,
+        write: bool,
+        announce_new: bool,
+    ) {
+        let mut value = String::with_capacity(backend.len() + 11);
+        let _ = write!(value, "{backend}\t{position}");
+        let expect = match expect {
+            Expect::Absent => "",
+            Expect::Any => "*",
+            Expect::On(b) => b,
+        };
+        batch
+            .pipe
+            .cmd("EVALSHA")
+            .arg(self.script.get().map_or("", String::as_str))
+            .arg(1)
+            .arg(key_of(fingerprint))
+            .arg(&value)
+            .arg(self.ttl_secs)
+            .arg(expect)
+            .arg(if write { "1" } else { "0" })
+            .arg(super::CHANNEL)
+            .arg(self.message(fingerprint, &value))
+            .arg(if announce_new { "1" } else { "0" });
+        batch.calls.push(Call {
+            fingerprint,
+            domain,
+            counted: write,
+        });
+    }
+
+    /// Adds one change to `batch`.
+    fn add(&self, batch: &mut Batch, topo: &Topology, fingerprint: u64, change: Change, now: u32) {
+        batch.changes.push((fingerprint, change));
+        let name = |id: BackendId| &*topo.backend(id).name;
+        match change {
+            Change::Stored {
+                domain,
+                position,
+                backend,
+            } => {
+                let write = self.keys.admits(fingerprint, now);
+                self.call(
+                    batch,
+                    fingerprint,
+                    domain,
+                    name(backend),
+                    position,
+                    Expect::Absent,
+                    write,
+                    false,
+                );
+            }
+            Change::Asserted {
+                domain,
+                position,
+                backend,
+            } => self.call(
+                batch,
+                fingerprint,
+                domain,
+                name(backend),
+                position,
+                Expect::Any,
+                true,
+                false,
+            ),
+            Change::Moved {
+                domain,
+                position,
+                from,
+                to,
+            } => self.call(
+                batch,
+                fingerprint,
+                domain,
+                name(to),
+                position,
+                Expect::On(name(from)),
+                true,
+                true,
+            ),
+            Change::Ended => {
+                self.keys.forget(fingerprint);
+                batch.pipe.cmd("DEL").arg(key_of(fingerprint)).ignore();
+                batch
+                    .pipe
+                    .cmd("PUBLISH")
+                    .arg(super::CHANNEL)
+                    .arg(self.message(fingerprint, ""))
+                    .ignore();
+            }
+        }
+    }
+
+    /// Sends `batch` and settles every answer; on failure nothing is settled.
+    async fn send(
+        &self,
+        router: &Router,
+        conn: &mut MultiplexedConnection,
+        batch: &Batch,
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        let answers = if batch.calls.is_empty() {
+            tokio::time::timeout(timeout, batch.pipe.query_async::<()>(conn))
+                .await
+                .map(|r| r.map(|()| Vec::new()))
+        } else {
+            tokio::time::timeout(timeout, batch.pipe.query_async::<Vec<(String, i64)>>(conn)).await
+        };
+        let answers = match answers {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no answer in {} ms", timeout.as_millis())),
+        };
+        let ended = batch.changes.iter().filter(|(_, c)| matches!(c, Change::Ended)).count();
+        self.counters.writes.fetch_add(ended as u64, Ordering::Relaxed);
+        let now = self.clock.now();
+        for (call, (before, stands)) in batch.calls.iter().zip(answers) {
+            self.settle(router, call, &before, stands == 1, now);
+        }
+        Ok(())
+    }
+
+    /// What a balancer does with one answer: counts a write of its own, or
+    /// takes the other balancer's value — unless that value's backend keeps
+    /// no sessions here: then this balancer's stands and is written over it.
+    fn settle(&self, router: &Router, call: &Call, before: &str, stands: bool, now: Timestamp) {
+        if stands {
+            if call.counted {
+                self.keys.wrote(call.fingerprint, now.secs());
+                inc(&self.counters.writes);
+            } else {
+                inc(&self.counters.unshared);
+            }
+            return;
+        }
+        inc(&self.counters.conflicts);
+        self.keys.forget(call.fingerprint);
+        let Some(theirs) = StoredSession::parse(before) else {
+            return;
+        };
+        let adopted = router.adopt(call.domain, call.fingerprint, theirs.position, &theirs.backend, now);
+        if adopted == Adoption::Refused
+            && let Some(local) = router.table(call.domain).get(call.fingerprint)
+        {
+            self.record(
+                call.fingerprint,
+                Change::Asserted {
+                    domain: call.domain,
+                    position: local.position,
+                    backend: local.backend,
+                },
+            );
+            self.urgent.notify_one();
+        }
+    }
+
+    /// Writes the waiting changes; on failure they wait again.
+    pub(super) async fn flush(&self, router: &Router, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        self.flushing.store(true, Ordering::Release);
+        let result = self.flush_pending(router, conn).await;
+        self.flushing.store(false, Ordering::Release);
+        self.flushed.notify_waiters();
+        result
+    }
+
+    async fn flush_pending(&self, router: &Router, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let mut changes = self.take_pending();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let topo = router.topology();
+        let now = self.clock.now().secs();
+        while !changes.is_empty() {
+            let rest = changes.split_off(changes.len().min(RESYNC_BATCH));
+            let mut batch = Batch::default();
+            for (fingerprint, change) in changes {
+                self.add(&mut batch, &topo, fingerprint, change, now);
+            }
+            if let Err(e) = self.send(router, conn, &batch, IO_TIMEOUT).await {
+                self.restore(batch.changes);
+                self.restore(rest);
+                return Err(format!("write failed: {e}"));
+            }
+            changes = rest;
+        }
+        Ok(())
+    }
+
+    /// Writes what waited, then proposes every session of the table in force
+    /// again (in `lb-cookie` mode only the moved ones): an absent key gets
+    /// this balancer's backend, another balancer's backend is taken.
+    pub(super) async fn resync(&self, router: &Router, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        self.flush(router, conn).await?;
+        if let Some(domain) = router.affinity().mode().domain() {
+            let topo = router.topology();
+            let table = router.table(domain);
+            let now = self.clock.now().secs();
+            let mut batch = Batch::default();
+            for i in 0..table.shard_count() {
+                let sessions: Vec<_> = table.shard(i).iter().collect();
+                for s in sessions {
+                    if domain == KeyDomain::Cookie && s.reassignments == 0 {
+                        continue;
+                    }
+                    let change = Change::Stored {
+                        domain,
+                        position: s.position,
+                        backend: s.backend,
+                    };
+                    self.add(&mut batch, &topo, s.fingerprint, change, now);
+                    if batch.calls.len() == RESYNC_BATCH {
+                        self.send(router, conn, &std::mem::take(&mut batch), IO_TIMEOUT).await?;
+                    }
+                }
+            }
+            if !batch.calls.is_empty() {
+                self.send(router, conn, &batch, IO_TIMEOUT).await?;
+            }
+        }
+        inc(&self.counters.resyncs);
+        Ok(())
+    }
+
+    /// Writes now the change waiting for one session, for a response that
+    /// created, moved or ended it: the response leaves once Redis has it (or
+    /// after the store timeout, degrading the store; the change waits again).
+    /// Takes another balancer's value if one was there first.
+    pub async fn commit(&self, router: &Router, fingerprint: u64) {
+        let Some(conn) = self.conn.load_full() else { return };
+        let written = self.flushed.notified();
+        tokio::pin!(written);
+        written.as_mut().enable();
+        let Some(change) = self.take(fingerprint) else {
+            // The batch being written may hold it: wait for the batch.
+            if self.flushing.load(Ordering::Acquire) {
+                let _ = tokio::time::timeout(self.timeout, written).await;
+            }
+            return;
+        };
+        inc(&self.counters.waits);
+        let mut conn = MultiplexedConnection::clone(&conn);
+        let mut batch = Batch::default();
+        self.add(
+            &mut batch,
+            &router.topology(),
+            fingerprint,
+            change,
+            self.clock.now().secs(),
+        );
+        if let Err(e) = self.send(router, &mut conn, &batch, self.timeout).await {
+            self.restore(batch.changes);
+            self.degrade(&format!("writing a session: {e}"));
+        }
+    }
+
+    /// Confirms where a key the local table missed goes, in one round trip:
+    /// the proposal is written if the key is absent (a balancer cookie's
+    /// own backend is only checked: the cookie routes on its own), another
+    /// balancer's backend is taken. One that keeps no sessions here is moved
+    /// from, announced. `Unknown` while degraded or when Redis fails.
+    pub async fn agree(&self, router: &Router, proposal: &Proposal) -> Agreement {
+        let Some(conn) = self.conn.load_full() else {
+            return Agreement::Unknown;
+        };
+        let mut conn = MultiplexedConnection::clone(&conn);
+        inc(&self.counters.lookups);
+        let topo = router.topology();
+        let now = self.clock.now();
+        let fingerprint = proposal.fingerprint;
+        let mine = &*topo.backend(proposal.backend).name;
+        let read_only = proposal.outcome == Outcome::Adopted;
+        let mut from: Option<String> = match proposal.outcome {
+            Outcome::Reassigned { from: Some(b) } => Some(topo.backend(b).name.to_string()),
+            _ => None,
+        };
+        for _ in 0..3 {
+            let mut batch = Batch::default();
+            let (expect, write) = match &from {
+                Some(b) => (Expect::On(b), true),
+                None => (Expect::Absent, !read_only && self.keys.admits(fingerprint, now.secs())),
+            };
+            let announce = from.is_some();
+            self.call(
+                &mut batch,
+                fingerprint,
+                proposal.domain,
+                mine,
+                proposal.position,
+                expect,
+                write,
+                announce,
+            );
+            let answer = tokio::time::timeout(self.timeout, batch.pipe.query_async::<Vec<(String, i64)>>(&mut conn));
+            let (before, stands) = match answer.await {
+                Ok(Ok(mut a)) if a.len() == 1 => a.remove(0),
+                Ok(Ok(_)) => return Agreement::Unknown,
+                Ok(Err(e)) => {
+                    self.degrade(&format!("lookup failed: {e}"));
+                    return Agreement::Unknown;
+                }
+                Err(_) => {
+                    self.degrade(&format!("lookup took over {} ms", self.timeout.as_millis()));
+                    return Agreement::Unknown;
+                }
+            };
+            let found = StoredSession::parse(&before);
+            if stands == 1 {
+                match found {
+                    // It was there already, on the same backend: learned.
+                    Some(s) if s.backend == mine && from.is_none() => {
+                        inc(&self.counters.hits);
+                        if write {
+                            self.keys.wrote(fingerprint, now.secs());
+                        }
+                        return Agreement::Theirs(proposal.backend);
+                    }
+                    _ if write => {
+                        self.keys.wrote(fingerprint, now.secs());
+                        inc(&self.counters.writes);
+                    }
+                    _ if !read_only => inc(&self.counters.unshared),
+                    _ => {}
+                }
+                return Agreement::Ours;
+            }
+            let Some(theirs) = found else {
+                return Agreement::Unknown;
+            };
+            inc(&self.counters.hits);
+            if from.is_some() {
+                inc(&self.counters.conflicts);
+            }
+            match router.usable(&theirs.backend) {
+                Some(id) => return Agreement::Theirs(id),
+                None => from = Some(theirs.backend),
+            }
+        }
+        Agreement::Unknown
+    }
+}
