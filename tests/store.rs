@@ -114,11 +114,16 @@ async fn a_logged_in_user_keeps_their_backend_across_two_balancers() {
         }
     }
     assert!(lost_without_store > 0, "the control balancer never lost a session");
-    // Redis holds fingerprints, backends and positions: no session id.
+    // Redis holds fingerprints, backends, positions and versions: no session id.
     let stored = redis.sessions();
     assert!(stored.len() >= 10, "{stored:?}");
     for (key, value) in &stored {
-        assert_eq!(value.split('\t').count(), 2, "{key} → {value:?}");
+        let fields: Vec<&str> = value.split('\t').collect();
+        assert_eq!(fields.len(), 3, "{key} → {value:?}");
+        assert!(
+            fields[1].parse::<u32>().is_ok() && fields[2].parse::<u32>().is_ok(),
+            "{value:?}"
+        );
         for id in &session_ids {
             assert!(
                 !key.contains(&id[..8]) && !value.contains(&id[..8]),

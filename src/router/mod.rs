@@ -135,9 +135,17 @@ pub struct Proposal {
 pub enum Agreement {
     /// The store holds the proposal now, or needs nothing (a balancer
     /// cookie's own backend): it is stored here as proposed.
-    Ours,
-    /// Another balancer's session was there first: it is taken.
-    Theirs(BackendId),
+    Ours {
+        /// The store's version of it (0 when not written).
+        version: u32,
+    },
+    /// The session was in the store already: it is taken.
+    Theirs {
+        /// Its backend.
+        backend: BackendId,
+        /// The store's version of it.
+        version: u32,
+    },
     /// The store could not be asked: the key is placed as without a store,
     /// and the change waits to be written.
     Unknown,

@@ -218,11 +218,11 @@ impl Router {
             && p.domain == domain
         {
             let agreed = match agreement {
-                Agreement::Ours => Some((p.backend, p.via, p.outcome)),
-                Agreement::Theirs(b) => Some((b, Via::Table, Outcome::Kept)),
+                Agreement::Ours { version } => Some((p.backend, p.via, p.outcome, version)),
+                Agreement::Theirs { backend, version } => Some((backend, Via::Table, Outcome::Kept, version)),
                 Agreement::Unknown => None,
             };
-            if let Some((to, via, outcome)) = agreed
+            if let Some((to, via, outcome, version)) = agreed
                 && topo.state(to).keeps_sessions()
             {
                 let new = NewSession {
@@ -232,6 +232,7 @@ impl Router {
                     address,
                     now: now_s,
                     tell_store: false,
+                    version,
                 };
                 table.create(&mut shard, topo, new, origin_of(outcome));
                 return Ok(route(to, via, outcome));
@@ -268,6 +269,7 @@ impl Router {
             address,
             now: now_s,
             tell_store: true,
+            version: 0,
         };
         table.create(&mut shard, topo, new, origin_of(outcome));
         Ok(route(to, via, outcome))
@@ -399,6 +401,7 @@ impl Router {
                     address,
                     now: now.secs(),
                     tell_store: true,
+                    version: 0,
                 };
                 table.create(&mut shard, &topo, new, Origin::Learned);
                 Some(fingerprint)

@@ -72,6 +72,8 @@ pub struct SessionInfo {
     pub requests: u32,
     /// Times it was moved because its backend left.
     pub reassignments: u16,
+    /// The session store's version of it (0: not known there yet).
+    pub version: u32,
 }
 
 /// One slab slot. Free slots are chained through `next`.
@@ -86,6 +88,8 @@ struct Entry {
     last_seen: u32,
     requests: u32,
     reassignments: u16,
+    /// The session store's version of it (0: not known there yet).
+    version: u32,
     address: Option<IpAddr>,
     /// Towards the most recently used.
     prev: u32,
@@ -114,6 +118,7 @@ impl Entry {
             last_seen_secs: self.last_seen,
             requests: self.requests,
             reassignments: self.reassignments,
+            version: self.version,
         }
     }
 }
@@ -236,15 +241,16 @@ impl Shard {
     /// Inserts a new session (the caller checked it is missing). When `full`
     /// (the table is at its cap), this shard's least recently used session
     /// is evicted first and returned.
-    pub fn insert(
-        &mut self,
-        fingerprint: u64,
-        position: u32,
-        backend: BackendId,
-        address: Option<IpAddr>,
-        now: u32,
-        full: bool,
-    ) -> Option<SessionInfo> {
+    pub fn insert(&mut self, new: &NewSession, full: bool) -> Option<SessionInfo> {
+        let NewSession {
+            fingerprint,
+            position,
+            backend,
+            address,
+            now,
+            version,
+            ..
+        } = *new;
         let evicted = if full && self.tail != NIL {
             Some(self.remove_slot(self.tail))
         } else {
@@ -259,6 +265,7 @@ impl Shard {
             last_seen: now,
             requests: 1,
             reassignments: 0,
+            version,
             address,
             prev: NIL,
             next: NIL,
@@ -293,6 +300,13 @@ impl Shard {
         e.backend = to;
         e.reassignments = e.reassignments.saturating_add(1);
         Some(before)
+    }
+
+    /// Records the session store's version of a session.
+    pub fn set_version(&mut self, fingerprint: u64, version: u32) {
+        if let Some(&i) = self.map.get(&fingerprint) {
+            self.slots[i as usize].version = version;
+        }
     }
 
     /// The session, without touching it.
@@ -361,6 +375,8 @@ pub struct NewSession {
     /// Whether the store mirror is told (false when the store already has
     /// it, or needs nothing).
     pub tell_store: bool,
+    /// The session store's version of it (0: not known there yet).
+    pub version: u32,
 }
 
 /// Where a session added to a table comes from.
@@ -492,14 +508,7 @@ impl SessionTable {
     /// one first when the table is full; then records it everywhere, as
     /// `origin` says.
     pub fn create(&self, shard: &mut Shard, topo: &Topology, new: NewSession, origin: Origin) {
-        if let Some(evicted) = shard.insert(
-            new.fingerprint,
-            new.position,
-            new.backend,
-            new.address,
-            new.now,
-            self.is_full(),
-        ) {
+        if let Some(evicted) = shard.insert(&new, self.is_full()) {
             self.record_end(topo, &evicted, SessionEnd::Evicted, false);
         }
         self.len.fetch_add(1, Ordering::Relaxed);
@@ -658,6 +667,18 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 mod tests {
     use super::*;
 
+    fn new(fingerprint: u64, backend: BackendId, now: u32) -> NewSession {
+        NewSession {
+            fingerprint,
+            position: 0,
+            backend,
+            address: None,
+            now,
+            tell_store: false,
+            version: 0,
+        }
+    }
+
     #[test]
     fn names_show_a_short_fingerprint_or_the_address() {
         let n = SessionName {
@@ -678,14 +699,14 @@ mod tests {
         let mut s = Shard::new();
         let b = BackendId(0);
         for fp in 1..=3u64 {
-            assert!(s.insert(fp, 0, b, None, fp as u32, false).is_none());
+            assert!(s.insert(&new(fp, b, fp as u32), false).is_none());
         }
         // Touch 1: order is now 1, 3, 2 (most recent first).
         assert!(matches!(s.lookup(1, 10, 100), Lookup::Live { .. }));
         let order: Vec<u64> = s.iter().map(|e| e.fingerprint).collect();
         assert_eq!(order, vec![1, 3, 2]);
         // Full: inserting 4 evicts 2, the least recently used.
-        let evicted = s.insert(4, 0, b, None, 11, true).unwrap();
+        let evicted = s.insert(&new(4, b, 11), true).unwrap();
         assert_eq!(evicted.fingerprint, 2);
         // At t=103, 3 (last seen 3) expires; 1 (10) and 4 (11) stay.
         let mut gone = vec![];
@@ -696,14 +717,14 @@ mod tests {
         assert!(matches!(s.lookup(1, 200, 100), Lookup::Expired(_)));
         assert_eq!(s.lookup(1, 200, 100), Lookup::Missing);
         // Freed slots are reused.
-        s.insert(5, 0, b, None, 200, false);
+        s.insert(&new(5, b, 200), false);
         assert_eq!(s.slots.len(), 3);
     }
 
     #[test]
     fn reassignment_is_announced_once() {
         let mut s = Shard::new();
-        s.insert(7, 0, BackendId(1), None, 0, false);
+        s.insert(&new(7, BackendId(1), 0), false);
         s.reassign(7, BackendId(2), true);
         assert_eq!(
             s.lookup(7, 1, 100),

@@ -23,9 +23,11 @@
 //!   every local session is proposed again, so balancers that diverged
 //!   meanwhile agree again.
 //!
-//! In Redis: `ringside:session:<fingerprint>` → `<backend>\t<position>`
-//! with the idle timeout as its expiry; moves and ends on the channel
-//! `ringside:sessions`. The fingerprint is keyed by the shared secret and
+//! In Redis: `ringside:session:<fingerprint>` →
+//! `<backend>\t<position>\t<version>` with the idle timeout as its expiry;
+//! moves and ends on the channel `ringside:sessions`. The version (the
+//! store's clock in milliseconds when written, and always above the one it
+//! replaces) lets a balancer ignore news older than what it holds. The fingerprint is keyed by the shared secret and
 //! nothing else of the key is stored, so Redis never holds a session id or
 //! a client address; a balancer labels a session it learned from Redis by
 //! its fingerprint.
@@ -119,15 +121,22 @@ pub struct StoredSession {
     pub backend: String,
     /// The key's ring position.
     pub position: u32,
+    /// Its version (0 in values written by earlier versions of ringside,
+    /// whose third field was a label).
+    pub version: u32,
 }
 
 impl StoredSession {
     fn parse(value: &str) -> Option<StoredSession> {
-        // Values written by earlier versions carry a third field, a label.
         let mut parts = value.splitn(3, '\t');
         let backend = parts.next().filter(|b| !b.is_empty())?.to_owned();
         let position = parts.next()?.parse().ok()?;
-        Some(StoredSession { backend, position })
+        let version = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        Some(StoredSession {
+            backend,
+            position,
+            version,
+        })
     }
 }
 
@@ -421,7 +430,8 @@ impl RedisStore {
         }
     }
 
-    /// Applies another balancer's move or end; garbage is ignored.
+    /// Applies another balancer's move or end, if newer than what the table
+    /// holds; garbage is ignored.
     fn apply(&self, router: &Router, payload: &[u8]) {
         let Ok(text) = std::str::from_utf8(payload) else { return };
         let mut parts = text.splitn(3, '\t');
@@ -435,10 +445,10 @@ impl RedisStore {
         if instance == self.instance {
             return;
         }
-        let changed = match StoredSession::parse(value) {
-            Some(session) => router.follow(fingerprint, &session.backend),
-            None if value.is_empty() => router.forget(fingerprint),
-            None => false,
+        let changed = match (StoredSession::parse(value), value.strip_prefix("\t\t")) {
+            (Some(session), _) => router.follow(fingerprint, &session.backend, session.version),
+            (None, Some(version)) => router.forget(fingerprint, version.parse().unwrap_or(0)),
+            (None, None) => false,
         };
         if changed {
             inc(&self.counters.remote_updates);
@@ -498,9 +508,12 @@ mod tests {
         let api2 = Some(StoredSession {
             backend: "api-2".into(),
             position: 12345,
+            version: 0,
         });
         assert_eq!(StoredSession::parse("api-2\t12345"), api2);
         assert_eq!(StoredSession::parse("api-2\t12345\tan old label"), api2);
+        let versioned = StoredSession::parse("api-2\t12345\t4000000000").unwrap();
+        assert_eq!((versioned.position, versioned.version), (12345, 4_000_000_000));
         for bad in ["", "api-2", "api-2\tx\ty", "\t1\tz", "api-2\t99999999999\t"] {
             assert_eq!(StoredSession::parse(bad), None, "{bad:?}");
         }

@@ -2,39 +2,57 @@
 //! waiting to be written, and what a balancer does when Redis answers that
 //! another balancer's value was there first.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use redis::aio::MultiplexedConnection;
 
 use super::{IO_TIMEOUT, MAX_PENDING, PENDING_SHARDS, RedisStore, StoredSession, inc, key_of};
-use crate::router::{Adoption, Agreement, BackendId, KeyDomain, Outcome, Proposal, Router, Timestamp, Topology};
+use crate::router::{Adoption, Agreement, BackendId, KeyDomain, Outcome, Proposal, Router, Topology};
 
 /// Sessions per pipeline when putting the local table back.
 const RESYNC_BATCH: usize = 1000;
 
-/// Sets `KEYS[1]` to `ARGV[1]` (`backend\tposition`, expiring in `ARGV[2]`
-/// seconds) unless it names another backend than `ARGV[3]` expects: `''`
-/// only an absent key (or one on the same backend), `'*'` anything, else
-/// that backend (a move from it). `ARGV[4]` `'0'` checks without writing.
-/// A value that replaces another backend's is published (`ARGV[5]`,
-/// `ARGV[6]`), and so is one written on an absent key if `ARGV[7]` is `'1'`.
-/// Answers the value that was there (`''` if none) and 1 if ours stands,
-/// 0 if theirs does. Lua, so that Redis 6 and 7 alike run it atomically.
+/// Writes one session: `KEYS[1]` becomes `ARGV[1]\tARGV[2]\t<version>`
+/// (expiring in `ARGV[3]` seconds), or is deleted when `ARGV[1]` is empty,
+/// unless it names another backend than `ARGV[4]` allows: `''` only an
+/// absent key (or the same backend), `'*'` anything, else that backend (a
+/// move from it). `ARGV[5]` `'0'` checks without writing. A deletion, a
+/// value replacing another backend's, and one written on an absent key when
+/// `ARGV[8]` is `'1'` are published on `ARGV[6]` after the prefix `ARGV[7]`.
+/// The version is the store's clock in milliseconds (mod 2^32), always
+/// above the one replaced. Answers the value that was there (`''` if none),
+/// 1 if ours stands or 0 if theirs does, and the version that stands.
+/// Lua, so that every Redis from 5 on runs it as one atomic step.
 pub(super) const SCRIPT: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local M = 4294967296
 local cur = redis.call('GET', KEYS[1])
-local was = cur and string.match(cur, '^[^\t]*')
-local mine = string.match(ARGV[1], '^[^\t]*')
-if was and was ~= mine and ARGV[3] ~= '*' and was ~= ARGV[3] then
-  return {cur, 0}
+local was, ver = false, 0
+if cur then
+  local b, v = string.match(cur, '^([^\t]*)\t[^\t]*\t?(%d*)')
+  was = b
+  ver = tonumber(v) or 0
 end
-if ARGV[4] == '1' then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local mine = ARGV[1]
+if was and was ~= mine and ARGV[4] ~= '*' and was ~= ARGV[4] then
+  return {cur, 0, ver}
 end
-if (was and was ~= mine) or (not was and ARGV[7] == '1') then
-  redis.call('PUBLISH', ARGV[5], ARGV[6])
+local t = redis.call('TIME')
+local v = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) % M
+local d = (v - ver) % M
+if d == 0 or d >= M / 2 then v = (ver + 1) % M end
+if v == 0 then v = 1 end
+local value = mine .. '\t' .. ARGV[2] .. '\t' .. v
+if mine == '' then
+  redis.call('DEL', KEYS[1])
+  value = '\t\t' .. v
+elseif ARGV[5] == '1' then
+  redis.call('SET', KEYS[1], value, 'EX', ARGV[3])
 end
-return {cur or '', 1}
+if mine == '' or (was and was ~= mine) or (not was and ARGV[8] == '1') then
+  redis.call('PUBLISH', ARGV[6], ARGV[7] .. value)
+end
+return {cur or '', 1, v}
 "#;
 
 /// A change waiting to be written.
@@ -112,13 +130,19 @@ struct Batch {
     calls: Vec<Call>,
 }
 
-/// One script call: whose key, which table, and whether it writes (adding
-/// the key to this balancer's count).
+/// One script call: whose key, which table, the backend it writes (`None`:
+/// a deletion), and whether it writes (adding the key to this balancer's
+/// count).
 struct Call {
     fingerprint: u64,
-    domain: KeyDomain,
+    domain: Option<KeyDomain>,
+    backend: Option<BackendId>,
     counted: bool,
 }
+
+/// The script's answer: the value that was there, whether ours stands (1),
+/// and the version that stands.
+type Answer = (String, i64, i64);
 
 /// How a script call treats the value already there.
 enum Expect<'a> {
@@ -184,25 +208,18 @@ impl RedisStore {
         }
     }
 
-    fn message(&self, fingerprint: u64, value: &str) -> String {
-        format!("{:016x}\t{fingerprint:016x}\t{value}", self.instance)
-    }
-
-    /// Adds a script call to `batch`.
-    #[allow(clippy::too_many_arguments)]
+    /// Adds a script call to `batch`, writing `position` on the call's
+    /// backend (`None`: deleting).
     fn call(
         &self,
         batch: &mut Batch,
-        fingerprint: u64,
-        domain: KeyDomain,
-        backend: &str,
-        position: u32,
+        topo: &Topology,
+        call: Call,
+        position: Option<u32>,
         expect: Expect<'_>,
-        write: bool,
         announce_new: bool,
     ) {
-        let mut value = String::with_capacity(backend.len() + 11);
-        let _ = write!(value, "{backend}\t{position}");
+        let backend = call.backend.map_or("", |b| &*topo.backend(b).name);
         let expect = match expect {
             Expect::Absent => "",
             Expect::Any => "*",
@@ -213,25 +230,27 @@ impl RedisStore {
             .cmd("EVALSHA")
             .arg(self.script.get().map_or("", String::as_str))
             .arg(1)
-            .arg(key_of(fingerprint))
-            .arg(&value)
+            .arg(key_of(call.fingerprint))
+            .arg(backend)
+            .arg(position.map_or(String::new(), |p| p.to_string()))
             .arg(self.ttl_secs)
             .arg(expect)
-            .arg(if write { "1" } else { "0" })
+            .arg(if call.counted { "1" } else { "0" })
             .arg(super::CHANNEL)
-            .arg(self.message(fingerprint, &value))
+            .arg(format!("{:016x}\t{:016x}\t", self.instance, call.fingerprint))
             .arg(if announce_new { "1" } else { "0" });
-        batch.calls.push(Call {
-            fingerprint,
-            domain,
-            counted: write,
-        });
+        batch.calls.push(call);
     }
 
     /// Adds one change to `batch`.
     fn add(&self, batch: &mut Batch, topo: &Topology, fingerprint: u64, change: Change, now: u32) {
         batch.changes.push((fingerprint, change));
-        let name = |id: BackendId| &*topo.backend(id).name;
+        let call = |domain, backend, counted| Call {
+            fingerprint,
+            domain: Some(domain),
+            backend: Some(backend),
+            counted,
+        };
         match change {
             Change::Stored {
                 domain,
@@ -241,12 +260,10 @@ impl RedisStore {
                 let write = self.keys.admits(fingerprint, now);
                 self.call(
                     batch,
-                    fingerprint,
-                    domain,
-                    name(backend),
-                    position,
+                    topo,
+                    call(domain, backend, write),
+                    Some(position),
                     Expect::Absent,
-                    write,
                     false,
                 );
             }
@@ -256,12 +273,10 @@ impl RedisStore {
                 backend,
             } => self.call(
                 batch,
-                fingerprint,
-                domain,
-                name(backend),
-                position,
+                topo,
+                call(domain, backend, true),
+                Some(position),
                 Expect::Any,
-                true,
                 false,
             ),
             Change::Moved {
@@ -269,27 +284,33 @@ impl RedisStore {
                 position,
                 from,
                 to,
-            } => self.call(
-                batch,
-                fingerprint,
-                domain,
-                name(to),
-                position,
-                Expect::On(name(from)),
-                true,
-                true,
-            ),
+            } => {
+                let from = &*topo.backend(from).name;
+                self.call(
+                    batch,
+                    topo,
+                    call(domain, to, true),
+                    Some(position),
+                    Expect::On(from),
+                    true,
+                );
+            }
             Change::Ended => {
                 self.keys.forget(fingerprint);
-                batch.pipe.cmd("DEL").arg(key_of(fingerprint)).ignore();
-                batch
-                    .pipe
-                    .cmd("PUBLISH")
-                    .arg(super::CHANNEL)
-                    .arg(self.message(fingerprint, ""))
-                    .ignore();
+                let end = Call {
+                    fingerprint,
+                    domain: None,
+                    backend: None,
+                    counted: true,
+                };
+                self.call(batch, topo, end, None, Expect::Any, false);
             }
         }
+    }
+
+    /// Whether a change waits for the session.
+    fn is_pending(&self, fingerprint: u64) -> bool {
+        self.shard(fingerprint).contains_key(&fingerprint)
     }
 
     /// Sends `batch` and settles every answer; on failure nothing is settled.
@@ -300,53 +321,58 @@ impl RedisStore {
         batch: &Batch,
         timeout: std::time::Duration,
     ) -> Result<(), String> {
-        let answers = if batch.calls.is_empty() {
-            tokio::time::timeout(timeout, batch.pipe.query_async::<()>(conn))
-                .await
-                .map(|r| r.map(|()| Vec::new()))
-        } else {
-            tokio::time::timeout(timeout, batch.pipe.query_async::<Vec<(String, i64)>>(conn)).await
-        };
-        let answers = match answers {
+        if batch.calls.is_empty() {
+            return Ok(());
+        }
+        let answers = match tokio::time::timeout(timeout, batch.pipe.query_async::<Vec<Answer>>(conn)).await {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err(format!("no answer in {} ms", timeout.as_millis())),
         };
-        let ended = batch.changes.iter().filter(|(_, c)| matches!(c, Change::Ended)).count();
-        self.counters.writes.fetch_add(ended as u64, Ordering::Relaxed);
-        let now = self.clock.now();
-        for (call, (before, stands)) in batch.calls.iter().zip(answers) {
-            self.settle(router, call, &before, stands == 1, now);
+        let now = self.clock.now().secs();
+        let topo = router.topology();
+        for (call, answer) in batch.calls.iter().zip(answers) {
+            self.settle(router, &topo, call, answer, now);
         }
         Ok(())
     }
 
-    /// What a balancer does with one answer: counts a write of its own, or
-    /// takes the other balancer's value — unless that value's backend keeps
-    /// no sessions here: then this balancer's stands and is written over it.
-    fn settle(&self, router: &Router, call: &Call, before: &str, stands: bool, now: Timestamp) {
-        if stands {
-            if call.counted {
-                self.keys.wrote(call.fingerprint, now.secs());
-                inc(&self.counters.writes);
-            } else {
+    /// What a balancer does with one answer. Its own value stands: counted,
+    /// and taken with its version (unless a newer change waits). Another
+    /// balancer's stands: taken if newer than what the table holds — unless
+    /// that backend keeps no sessions here: then this balancer's is written
+    /// over it.
+    fn settle(&self, router: &Router, topo: &Topology, call: &Call, answer: Answer, now: u32) {
+        let (before, stands, version) = answer;
+        let (Some(domain), Some(backend)) = (call.domain, call.backend) else {
+            inc(&self.counters.writes);
+            return;
+        };
+        if stands == 1 {
+            if !call.counted {
                 inc(&self.counters.unshared);
+                return;
+            }
+            self.keys.wrote(call.fingerprint, now);
+            inc(&self.counters.writes);
+            if !self.is_pending(call.fingerprint) {
+                router.adopt(domain, call.fingerprint, &topo.backend(backend).name, version as u32);
             }
             return;
         }
         inc(&self.counters.conflicts);
         self.keys.forget(call.fingerprint);
-        let Some(theirs) = StoredSession::parse(before) else {
+        let Some(theirs) = StoredSession::parse(&before) else {
             return;
         };
-        let adopted = router.adopt(call.domain, call.fingerprint, theirs.position, &theirs.backend, now);
+        let adopted = router.adopt(domain, call.fingerprint, &theirs.backend, theirs.version);
         if adopted == Adoption::Refused
-            && let Some(local) = router.table(call.domain).get(call.fingerprint)
+            && let Some(local) = router.table(domain).get(call.fingerprint)
         {
             self.record(
                 call.fingerprint,
                 Change::Asserted {
-                    domain: call.domain,
+                    domain,
                     position: local.position,
                     backend: local.backend,
                 },
@@ -400,7 +426,9 @@ impl RedisStore {
             for i in 0..table.shard_count() {
                 let sessions: Vec<_> = table.shard(i).iter().collect();
                 for s in sessions {
-                    if domain == KeyDomain::Cookie && s.reassignments == 0 {
+                    // A balancer cookie routes on its own unless it moved; a
+                    // session whose change waits is written with it.
+                    if (domain == KeyDomain::Cookie && s.reassignments == 0) || self.is_pending(s.fingerprint) {
                         continue;
                     }
                     let change = Change::Stored {
@@ -466,7 +494,7 @@ impl RedisStore {
         let mut conn = MultiplexedConnection::clone(&conn);
         inc(&self.counters.lookups);
         let topo = router.topology();
-        let now = self.clock.now();
+        let now = self.clock.now().secs();
         let fingerprint = proposal.fingerprint;
         let mine = &*topo.backend(proposal.backend).name;
         let read_only = proposal.outcome == Outcome::Adopted;
@@ -476,23 +504,17 @@ impl RedisStore {
         };
         for _ in 0..3 {
             let mut batch = Batch::default();
-            let (expect, write) = match &from {
-                Some(b) => (Expect::On(b), true),
-                None => (Expect::Absent, !read_only && self.keys.admits(fingerprint, now.secs())),
-            };
-            let announce = from.is_some();
-            self.call(
-                &mut batch,
+            let write = from.is_some() || (!read_only && self.keys.admits(fingerprint, now));
+            let call = Call {
                 fingerprint,
-                proposal.domain,
-                mine,
-                proposal.position,
-                expect,
-                write,
-                announce,
-            );
-            let answer = tokio::time::timeout(self.timeout, batch.pipe.query_async::<Vec<(String, i64)>>(&mut conn));
-            let (before, stands) = match answer.await {
+                domain: Some(proposal.domain),
+                backend: Some(proposal.backend),
+                counted: write,
+            };
+            let expect = from.as_deref().map_or(Expect::Absent, Expect::On);
+            self.call(&mut batch, &topo, call, Some(proposal.position), expect, from.is_some());
+            let answer = tokio::time::timeout(self.timeout, batch.pipe.query_async::<Vec<Answer>>(&mut conn));
+            let (before, stands, version) = match answer.await {
                 Ok(Ok(mut a)) if a.len() == 1 => a.remove(0),
                 Ok(Ok(_)) => return Agreement::Unknown,
                 Ok(Err(e)) => {
@@ -506,23 +528,26 @@ impl RedisStore {
             };
             let found = StoredSession::parse(&before);
             if stands == 1 {
+                let version = if write {
+                    self.keys.wrote(fingerprint, now);
+                    version as u32
+                } else {
+                    0
+                };
                 match found {
                     // It was there already, on the same backend: learned.
                     Some(s) if s.backend == mine && from.is_none() => {
                         inc(&self.counters.hits);
-                        if write {
-                            self.keys.wrote(fingerprint, now.secs());
-                        }
-                        return Agreement::Theirs(proposal.backend);
+                        return Agreement::Theirs {
+                            backend: proposal.backend,
+                            version: if write { version } else { s.version },
+                        };
                     }
-                    _ if write => {
-                        self.keys.wrote(fingerprint, now.secs());
-                        inc(&self.counters.writes);
-                    }
+                    _ if write => inc(&self.counters.writes),
                     _ if !read_only => inc(&self.counters.unshared),
                     _ => {}
                 }
-                return Agreement::Ours;
+                return Agreement::Ours { version };
             }
             let Some(theirs) = found else {
                 return Agreement::Unknown;
@@ -532,7 +557,12 @@ impl RedisStore {
                 inc(&self.counters.conflicts);
             }
             match router.usable(&theirs.backend) {
-                Some(id) => return Agreement::Theirs(id),
+                Some(backend) => {
+                    return Agreement::Theirs {
+                        backend,
+                        version: theirs.version,
+                    };
+                }
                 None => from = Some(theirs.backend),
             }
         }
