@@ -162,6 +162,7 @@ async fn a_kill_seen_by_one_balancer_moves_the_sessions_on_the_other() {
         homes.push(home);
     }
     let victim = homes[0].clone();
+    let mut heard = two.handle.shared().bus.subscribe();
     one.handle
         .execute(ringside::engine::Command::Kill(victim.clone()))
         .await
@@ -195,6 +196,17 @@ async fn a_kill_seen_by_one_balancer_moves_the_sessions_on_the_other() {
         }
     }
     assert!(two.handle.store().unwrap().view().remote_updates > 0);
+    // Balancer two's event log shows the kill made on balancer one.
+    let told = format!("balancer {}: killed {victim}", one.proxy);
+    let deadline = tokio::time::Instant::now() + 5 * SECS;
+    let mut events = Vec::new();
+    while !events.iter().any(|e: &std::sync::Arc<ringside::bus::Published>| {
+        matches!(&e.event, ringside::bus::BusEvent::Command(text) if text.starts_with(&told))
+    }) {
+        assert!(tokio::time::Instant::now() < deadline, "never heard {told:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        heard.drain_into(&mut events);
+    }
     for lb in [one, two] {
         lb.handle.shutdown().await;
     }
@@ -431,6 +443,12 @@ async fn two_moves_of_one_session_at_once_end_on_one_backend() {
         }
     }
     assert!(split.is_empty(), "{} of {} disagree: {split:?}", split.len(), ids.len());
+    // The second move of a session found the first one's and took it.
+    let conflicts: u64 = [&one, &two]
+        .iter()
+        .map(|lb| lb.handle.store().unwrap().view().conflicts)
+        .sum();
+    assert!(conflicts > 0, "no move found another one first");
     for lb in [one, two] {
         lb.handle.shutdown().await;
     }

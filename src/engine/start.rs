@@ -120,6 +120,7 @@ pub async fn start(
                 timeout: Duration::from_millis(config.sessions.store_timeout_ms),
                 max_keys: config.sessions.store_max,
                 clock,
+                label: proxy_addr.to_string(),
             },
             Arc::clone(&bus),
         )?),

@@ -56,6 +56,10 @@ use write::Change;
 
 /// The channel moves and ends are published on.
 const CHANNEL: &str = "ringside:sessions";
+/// The channel topology actions are told on, for the other balancers' logs.
+const EVENTS: &str = "ringside:events";
+/// Topology actions waiting to be told, at most (the oldest go first).
+const MAX_ANNOUNCEMENTS: usize = 64;
 /// Changes waiting to be written, at most; beyond it they are dropped and
 /// counted (the resync after an outage writes every local session anyway).
 const MAX_PENDING: usize = 200_000;
@@ -172,6 +176,8 @@ pub struct StoreSettings {
     pub max_keys: usize,
     /// The router's clock.
     pub clock: Clock,
+    /// How the other balancers call this one (its proxy address).
+    pub label: String,
 }
 
 /// A Redis-backed session store shared by balancers; see the module docs.
@@ -180,6 +186,9 @@ pub struct RedisStore {
     url: String,
     /// Tells this balancer's own messages apart.
     instance: u64,
+    label: String,
+    /// Topology actions to tell the other balancers.
+    announcements: Mutex<std::collections::VecDeque<String>>,
     ttl_secs: u64,
     timeout: Duration,
     clock: Clock,
@@ -253,6 +262,8 @@ impl RedisStore {
             client,
             url: without_password(url),
             instance: fastrand::u64(..),
+            label: settings.label,
+            announcements: Mutex::default(),
             ttl_secs: u64::from(ttl),
             timeout: settings.timeout,
             clock: settings.clock,
@@ -371,7 +382,7 @@ impl RedisStore {
                 .query_async(&mut conn)
                 .await?;
             let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANNEL).await?;
+            pubsub.subscribe(&[CHANNEL, EVENTS]).await?;
             Ok::<_, redis::RedisError>((conn, pubsub, digest))
         };
         match tokio::time::timeout(IO_TIMEOUT, connect).await {
@@ -410,6 +421,7 @@ impl RedisStore {
                     }
                 }
                 message = messages.next() => match message {
+                    Some(m) if m.get_channel_name() == EVENTS => self.hear(m.get_payload_bytes()),
                     Some(m) => self.apply(router, m.get_payload_bytes()),
                     None => return "the subscription closed".into(),
                 },
@@ -427,6 +439,36 @@ impl RedisStore {
                     return "shutting down".into();
                 }
             }
+        }
+    }
+
+    /// Queues a topology action made here, to be told to the other
+    /// balancers' event logs with the next write.
+    pub fn announce(&self, text: &str) {
+        let mut queue = self.announcements.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() == MAX_ANNOUNCEMENTS {
+            queue.pop_front();
+        }
+        queue.push_back(format!("{:016x}\t{}\t{text}", self.instance, self.label));
+        drop(queue);
+        self.urgent.notify_one();
+    }
+
+    /// The topology actions waiting to be told.
+    fn take_announcements(&self) -> Vec<String> {
+        let mut queue = self.announcements.lock().unwrap_or_else(|e| e.into_inner());
+        queue.drain(..).collect()
+    }
+
+    /// Shows another balancer's topology action in this one's event log.
+    fn hear(&self, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else { return };
+        let mut parts = text.splitn(3, '\t');
+        let (Some(instance), Some(label), Some(text)) = (parts.next(), parts.next(), parts.next()) else {
+            return;
+        };
+        if u64::from_str_radix(instance, 16) != Ok(self.instance) {
+            self.bus.publish(BusEvent::Command(format!("balancer {label}: {text}")));
         }
     }
 

@@ -391,6 +391,19 @@ impl RedisStore {
     }
 
     async fn flush_pending(&self, router: &Router, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let told = self.take_announcements();
+        if !told.is_empty() {
+            let mut pipe = redis::pipe();
+            for text in &told {
+                pipe.cmd("PUBLISH").arg(super::EVENTS).arg(text).ignore();
+            }
+            // Lost if Redis fails: they are log lines.
+            match tokio::time::timeout(IO_TIMEOUT, pipe.query_async::<()>(conn)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("telling the other balancers failed: {e}")),
+                Err(_) => return Err("telling the other balancers timed out".into()),
+            }
+        }
         let mut changes = self.take_pending();
         if changes.is_empty() {
             return Ok(());
