@@ -14,6 +14,7 @@
 #    key count and used_memory, and C's store figures.
 #
 #   ROUNDS=500 REQUESTS=100000 tests/perf/store.sh     # a quick look
+#   REQUESTS=0 tests/perf/store.sh A B A B A B         # latency only, alternating
 #
 # Installs redis-server and apache2-utils (ab) with apt-get when missing.
 set -euo pipefail
@@ -54,7 +55,6 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 for BIN in "$@"; do
   echo "== $BIN"
   redis-cli -p $REDIS flushall >/dev/null
-  BIN_DIR=$(dirname "$BIN")
   PIDS=()
   for i in 1 2 3; do
     port=$((B1 + i - 1))
@@ -73,6 +73,7 @@ for BIN in "$@"; do
   wait_port $A; wait_port $B; wait_port $C
   sleep 0.5
   echo "latency (µs): $(python3 tests/perf/store_latency.py 127.0.0.1:$A 127.0.0.1:$B 127.0.0.1:$C "$ROUNDS")"
+  if [ "$REQUESTS" -eq 0 ]; then stop_all; continue; fi
   redis-cli -p $REDIS flushall >/dev/null
   before=$(redis-cli -p $REDIS info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
   timeout 300 ab -q -n "$REQUESTS" -c 32 -k "http://127.0.0.1:$C/" >"$WORK/ab.out" 2>&1 || true
@@ -85,5 +86,4 @@ for BIN in "$@"; do
   echo "flood: $done cookieless requests ($failed failed, $rate req/s) → Redis holds $keys keys, used_memory $((used / 1024)) KiB ($(((used - before) / 1024)) KiB more than empty)"
   echo "store of C: $(stat $((C + 10)) writes keys keys_max unshared waits pending dropped_writes)"
   stop_all
-  : "$BIN_DIR"
 done
