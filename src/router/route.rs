@@ -68,14 +68,14 @@ impl Router {
         let (Some(fingerprint), Some(domain)) = (route.fingerprint, route.domain) else {
             return route;
         };
-        let Some(now) = self.table(domain).get(fingerprint).map(|s| s.backend) else {
+        let Some(home) = self.table(domain).get(fingerprint).map(|s| s.backend) else {
             return route;
         };
         let topo = self.topology.load();
-        if now == route.backend.id || !topo.state(now).keeps_sessions() {
+        if home == route.backend.id || !topo.state(home).keeps_sessions() {
             return route;
         }
-        let backend = Arc::clone(topo.backend(now));
+        let backend = Arc::clone(topo.backend(home));
         backend.counters.requests.incr();
         Route {
             backend,

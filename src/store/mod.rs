@@ -25,12 +25,13 @@
 //!
 //! In Redis: `ringside:session:<fingerprint>` →
 //! `<backend>\t<position>\t<version>` with the idle timeout as its expiry;
-//! moves and ends on the channel `ringside:sessions`. The version (the
-//! store's clock in milliseconds when written, and always above the one it
-//! replaces) lets a balancer ignore news older than what it holds. The fingerprint is keyed by the shared secret and
-//! nothing else of the key is stored, so Redis never holds a session id or
-//! a client address; a balancer labels a session it learned from Redis by
-//! its fingerprint.
+//! moves and ends on the channel `ringside:sessions`, topology actions on
+//! `ringside:events`. The version (the store's clock in milliseconds when
+//! written, always above the one it replaces) lets a balancer ignore news
+//! older than what it holds. The fingerprint is keyed by the shared secret
+//! and nothing else of the key is stored, so Redis never holds a session id
+//! or a client address; a balancer labels a session it learned from Redis
+//! by its fingerprint.
 
 mod keys;
 mod write;
