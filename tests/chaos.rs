@@ -28,7 +28,7 @@ use ringside::demo::backend::DemoBackend;
 use ringside::engine::Command;
 use ringside::router::KeyDomain;
 use ringside::router::affinity::AffinityMode;
-use ringside::store::StoreState;
+use ringside::store::{RedisStore, StoreState};
 use tokio::time::{Instant, sleep};
 
 const CLIENTS: usize = 12;
@@ -88,6 +88,9 @@ enum Kind {
     Redis,
     Kill,
     Drain,
+    /// A store degraded with no fault made (a write slower than the store
+    /// timeout on a busy machine).
+    Degraded,
 }
 
 /// A fault and when it lasted.
@@ -121,16 +124,46 @@ impl Faults {
 
     /// The first kind of fault that explains trouble at `at` for a client
     /// homed on `home` (any backend when it had none): a kill or drain of
-    /// that backend, or Redis, within `slack` of the fault.
+    /// that backend, Redis, or a degraded store, within `slack` of it.
     fn blame(&self, at: Instant, home: Option<&str>, slack: Duration) -> Option<Kind> {
         let faults = self.0.lock().unwrap();
         let during = |f: &Fault| at + slack >= f.from && f.to.is_none_or(|to| at <= to + slack);
-        let on_home = |f: &Fault| home.is_none() || f.backend.as_deref() == home;
-        [Kind::Kill, Kind::Drain, Kind::Redis].into_iter().find(|&kind| {
-            faults
-                .iter()
-                .any(|f| f.kind == kind && during(f) && (kind == Kind::Redis || on_home(f)))
-        })
+        let on_home = |f: &Fault| f.backend.is_none() || home.is_none() || f.backend.as_deref() == home;
+        [Kind::Kill, Kind::Drain, Kind::Redis, Kind::Degraded]
+            .into_iter()
+            .find(|&kind| faults.iter().any(|f| f.kind == kind && during(f) && on_home(f)))
+    }
+
+    /// How many times a store degraded away from the Redis faults.
+    fn spurious(&self) -> usize {
+        let faults = self.0.lock().unwrap();
+        let end = |f: &Fault| f.to.unwrap_or_else(Instant::now);
+        let redis: Vec<_> = faults.iter().filter(|f| f.kind == Kind::Redis).collect();
+        faults
+            .iter()
+            .filter(|d| d.kind == Kind::Degraded && !redis.iter().any(|r| d.from <= end(r) && r.from <= end(d)))
+            .count()
+    }
+}
+
+/// Records each stretch during which some balancer's store is not connected
+/// as a `Degraded` fault, until `stop`.
+async fn watch_stores(stores: Vec<Arc<RedisStore>>, faults: Arc<Faults>, stop: Arc<AtomicBool>) {
+    let mut open = None;
+    while !stop.load(Ordering::Relaxed) {
+        let degraded = stores.iter().any(|s| s.state() != StoreState::Ok);
+        match (degraded, open) {
+            (true, None) => open = Some(faults.begin(Kind::Degraded, None)),
+            (false, Some(i)) => {
+                faults.end(i);
+                open = None;
+            }
+            _ => {}
+        }
+        sleep(5 * MS).await;
+    }
+    if let Some(i) = open {
+        faults.end(i);
     }
 }
 
@@ -282,7 +315,9 @@ async fn clients_switching_balancers_through_redis_and_backend_faults() {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| tokio::spawn(client(id, addrs, Arc::clone(&stop))))
         .collect();
-    let faults = Faults::default();
+    let faults = Arc::new(Faults::default());
+    let stores = lbs.iter().map(|lb| Arc::clone(lb.handle.store().unwrap())).collect();
+    let watch = tokio::spawn(watch_stores(stores, Arc::clone(&faults), Arc::clone(&stop)));
     sleep(1000 * MS).await;
 
     // Redis killed (-9) and started again, empty.
@@ -340,6 +375,7 @@ async fn clients_switching_balancers_through_redis_and_backend_faults() {
     for c in clients {
         tallies.push(c.await.unwrap());
     }
+    watch.await.unwrap();
     let faulted = started.elapsed();
 
     // The faults have stopped: every change written, every message taken.
@@ -397,13 +433,16 @@ async fn clients_switching_balancers_through_redis_and_backend_faults() {
     eprintln!(
         "chaos: {requests} requests in {:.1} s by {CLIENTS} clients switching balancer on every request; \
          {} failed on killed backends, {} elsewhere; sessions lost: {} on killed backends, {} on the drained one, \
-         {} during Redis faults, {} otherwise; {strays} answered by another backend",
+         {} during Redis faults, {} while a store was degraded otherwise ({} times), {} otherwise; \
+         {strays} answered by another backend",
         faulted.as_secs_f64(),
         errors.get(&Some(Kind::Kill)).map_or(0, Vec::len),
         errors.get(&None).map_or(0, Vec::len),
         count(Some(Kind::Kill)),
         count(Some(Kind::Drain)),
         count(Some(Kind::Redis)),
+        count(Some(Kind::Degraded)),
+        faults.spurious(),
         count(None),
     );
     eprintln!(
