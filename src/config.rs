@@ -293,8 +293,12 @@ pub struct SessionsConfig {
     /// A shared session store (`redis://host:port`); `None` keeps the table
     /// in memory only.
     pub store: Option<String>,
-    /// Longest wait for the store on a local miss before routing without it.
+    /// Longest wait for the store on a local miss, or before a response
+    /// that creates, moves or ends a session, before going on without it.
     pub store_timeout_ms: u64,
+    /// The most keys this balancer keeps in the store; beyond it new
+    /// sessions stay local (counted as unshared) until keys expire.
+    pub store_max: usize,
 }
 
 impl Default for SessionsConfig {
@@ -304,6 +308,7 @@ impl Default for SessionsConfig {
             max: 1_000_000,
             store: None,
             store_timeout_ms: 50,
+            store_max: 100_000,
         }
     }
 }
@@ -714,7 +719,8 @@ impl SessionsConfig {
             1,
             10_000,
             "milliseconds",
-        )
+        )?;
+        in_range("sessions.store_max", self.store_max as u64, 1, 100_000_000, "keys")
     }
 }
 
@@ -919,6 +925,8 @@ mod tests {
                 "needs a cookie secret",
             ),
             ("[sessions]\nstore_timeout_ms = 0", "sessions.store_timeout_ms"),
+            ("[sessions]\nstore_max = 0", "sessions.store_max"),
+            ("[sessions]\nstore_max = -5", "store_max"),
         ];
         for (text, needle) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -984,6 +984,11 @@ fn the_header_shows_the_session_store_and_its_trouble() {
         remote_updates: 2,
         resyncs: 2,
         pending: 0,
+        waits: 7,
+        conflicts: 1,
+        keys: 42,
+        keys_max: 100_000,
+        unshared: 0,
     };
     for (state, label) in [
         (ringside::store::StoreState::Ok, "store redis ok"),
@@ -996,6 +1001,7 @@ fn the_header_shows_the_session_store_and_its_trouble() {
         let top = text(&app, (160, 48));
         let header = top.lines().next().unwrap();
         assert!(header.contains(label), "{header}");
+        assert!(header.contains("42/100000 keys"), "{header}");
     }
     assert!(!text(&app, (160, 48)).contains("store"));
 }

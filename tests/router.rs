@@ -966,3 +966,38 @@ fn app_cookie_header_query_and_source_ip_modes() {
     // No key in a keyed mode: placement, no session.
     assert_eq!(request(&r, &app, &HeaderMap::new(), None).0.outcome, Outcome::Stateless);
 }
+
+#[test]
+fn store_news_no_newer_than_the_table_is_ignored() {
+    let r = router(3, Placement::Ring);
+    let key = SessionKey::Text(b"news");
+    let first = r.route(key, T0).unwrap().backend.name.to_string();
+    let fp = r.fingerprint(key).unwrap();
+    let other = if first == "api-1" { "api-2" } else { "api-1" };
+    let third = ["api-1", "api-2", "api-3"]
+        .into_iter()
+        .find(|b| *b != first && *b != other)
+        .unwrap();
+    let here = |r: &Router| name_of(r, r.table(KeyDomain::Text).get(fp).unwrap().backend);
+    // A move at version 10 is followed; one at version 9 comes too late.
+    assert!(r.follow(fp, other, 10));
+    assert_eq!(here(&r), other);
+    assert!(!r.follow(fp, third, 9));
+    assert_eq!(
+        r.adopt(KeyDomain::Text, fp, third, 10),
+        ringside::router::Adoption::Unchanged
+    );
+    assert_eq!(here(&r), other);
+    // An end older than the move is ignored; a newer one ends it.
+    assert!(!r.forget(fp, 10));
+    assert!(r.forget(fp, 11));
+    assert!(r.table(KeyDomain::Text).get(fp).is_none());
+    // A backend that keeps no sessions here is refused, not taken.
+    r.route(key, T0).unwrap();
+    r.set_state(third, BackendState::Killed).unwrap();
+    assert_eq!(
+        r.adopt(KeyDomain::Text, fp, third, 5),
+        ringside::router::Adoption::Refused
+    );
+    assert_ne!(here(&r), third);
+}

@@ -7,136 +7,18 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::redis::Redis;
 use common::{Client, Lb, admin_json, test_config};
 use http::{Method, StatusCode};
 use ringside::config::{BackendEntry, Config};
 use ringside::demo::backend::DemoBackend;
+use ringside::router::SessionKey;
 use ringside::router::affinity::AffinityMode;
 use ringside::store::StoreState;
 
 const SECS: Duration = Duration::from_secs(1);
-
-/// A redis-server of the test's own, killed on drop.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Option<Redis> {
-        if Command::new("redis-server").arg("--version").output().is_err() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is required under CI (.ci/run installs it)"
-            );
-            eprintln!("skipped: redis-server is not installed");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Redis { port, child: None };
-        redis.restart();
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + 10 * SECS;
-        while self.command(&["PING"]).as_deref() != Some("+PONG") {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends `signal` (STOP, CONT) to the server.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// One command in Redis's inline form; the first line of the answer.
-    fn command(&self, args: &[&str]) -> Option<String> {
-        use std::io::{BufRead, BufReader, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(5 * SECS)).ok()?;
-        s.write_all(format!("{}\r\n", args.join(" ")).as_bytes()).ok()?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).ok()?;
-        Some(line.trim_end().to_owned())
-    }
-
-    /// Every session entry: key and value (`KEYS`, then `GET` each).
-    fn sessions(&self) -> Vec<(String, String)> {
-        use std::io::{BufRead, BufReader, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return Vec::new();
-        };
-        s.set_read_timeout(Some(5 * SECS)).unwrap();
-        let mut reader = BufReader::new(s.try_clone().unwrap());
-        let line = |reader: &mut BufReader<std::net::TcpStream>| {
-            let mut l = String::new();
-            reader.read_line(&mut l).unwrap();
-            l.trim_end().to_owned()
-        };
-        s.write_all(b"KEYS ringside:session:*\r\n").unwrap();
-        let count: usize = line(&mut reader).trim_start_matches('*').parse().unwrap();
-        let keys: Vec<String> = (0..count)
-            .map(|_| {
-                line(&mut reader);
-                line(&mut reader)
-            })
-            .collect();
-        keys.into_iter()
-            .map(|key| {
-                s.write_all(format!("GET {key}\r\n").as_bytes()).unwrap();
-                line(&mut reader);
-                let value = line(&mut reader);
-                (key, value)
-            })
-            .collect()
-    }
-
-    fn keys(&self) -> u64 {
-        let answer = self.command(&["DBSIZE"]).unwrap_or_default();
-        answer.trim_start_matches(':').parse().unwrap_or(0)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.signal("CONT");
-        }
-        self.stop();
-    }
-}
 
 async fn three_backends() -> Vec<DemoBackend> {
     let mut backends = Vec::new();
@@ -186,6 +68,13 @@ async fn wait_flushed(lb: &Lb) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// A client that sends its session id in `x-session-id`.
+fn with_session_header(id: &str) -> Client {
+    let mut c = Client::default();
+    c.headers.push(("x-session-id".into(), id.into()));
+    c
+}
+
 async fn profile(client: &mut Client, proxy: SocketAddr) -> (StatusCode, String) {
     let a = client.get(proxy, "/profile").await;
     (a.status, a.backend().unwrap_or("-").to_owned())
@@ -225,11 +114,16 @@ async fn a_logged_in_user_keeps_their_backend_across_two_balancers() {
         }
     }
     assert!(lost_without_store > 0, "the control balancer never lost a session");
-    // Redis holds fingerprints, backends and positions: no session id.
+    // Redis holds fingerprints, backends, positions and versions: no session id.
     let stored = redis.sessions();
     assert!(stored.len() >= 10, "{stored:?}");
     for (key, value) in &stored {
-        assert_eq!(value.split('\t').count(), 2, "{key} → {value:?}");
+        let fields: Vec<&str> = value.split('\t').collect();
+        assert_eq!(fields.len(), 3, "{key} → {value:?}");
+        assert!(
+            fields[1].parse::<u32>().is_ok() && fields[2].parse::<u32>().is_ok(),
+            "{value:?}"
+        );
         for id in &session_ids {
             assert!(
                 !key.contains(&id[..8]) && !value.contains(&id[..8]),
@@ -268,6 +162,7 @@ async fn a_kill_seen_by_one_balancer_moves_the_sessions_on_the_other() {
         homes.push(home);
     }
     let victim = homes[0].clone();
+    let mut heard = two.handle.shared().bus.subscribe();
     one.handle
         .execute(ringside::engine::Command::Kill(victim.clone()))
         .await
@@ -301,6 +196,17 @@ async fn a_kill_seen_by_one_balancer_moves_the_sessions_on_the_other() {
         }
     }
     assert!(two.handle.store().unwrap().view().remote_updates > 0);
+    // Balancer two's event log shows the kill made on balancer one.
+    let told = format!("balancer {}: killed {victim}", one.proxy);
+    let deadline = tokio::time::Instant::now() + 5 * SECS;
+    let mut events = Vec::new();
+    while !events.iter().any(|e: &std::sync::Arc<ringside::bus::Published>| {
+        matches!(&e.event, ringside::bus::BusEvent::Command(text) if text.starts_with(&told))
+    }) {
+        assert!(tokio::time::Instant::now() < deadline, "never heard {told:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        heard.drain_into(&mut events);
+    }
     for lb in [one, two] {
         lb.handle.shutdown().await;
     }
@@ -313,9 +219,9 @@ async fn a_kill_seen_by_one_balancer_moves_the_sessions_on_the_other() {
 async fn redis_stopping_fails_no_request_and_the_table_is_put_back() {
     let Some(mut redis) = Redis::start() else { return };
     let backends = three_backends().await;
-    let lb = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::LbCookie)).await;
+    let lb = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::Header)).await;
     wait_store(&lb, StoreState::Ok).await;
-    let mut clients = vec![Client::default(); 10];
+    let mut clients: Vec<Client> = (0..10).map(|i| with_session_header(&format!("old-{i}"))).collect();
     let mut homes = Vec::new();
     for c in &mut clients {
         homes.push(c.get(lb.proxy, "/").await.backend().unwrap().to_owned());
@@ -333,7 +239,7 @@ async fn redis_stopping_fails_no_request_and_the_table_is_put_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_store(&lb, StoreState::Degraded).await;
-    let mut newcomers = vec![Client::default(); 5];
+    let mut newcomers: Vec<Client> = (0..5).map(|i| with_session_header(&format!("new-{i}"))).collect();
     for c in &mut newcomers {
         assert_eq!(c.get(lb.proxy, "/").await.status, StatusCode::OK);
     }
@@ -385,6 +291,217 @@ async fn a_stalled_redis_costs_a_lookup_timeout_not_a_failed_request() {
     redis.signal("CONT");
     wait_store(&lb, StoreState::Ok).await;
     lb.handle.shutdown().await;
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+/// Where `lb`'s table has the session of `key` (`-` when it has none).
+fn table_backend(lb: &Lb, key: SessionKey<'_>) -> String {
+    let router = lb.handle.router();
+    let fingerprint = router.fingerprint(key).unwrap();
+    let domain = key.domain().unwrap();
+    router
+        .table(domain)
+        .get(fingerprint)
+        .map_or("-".into(), |s| router.topology().backend(s.backend).name.to_string())
+}
+
+#[tokio::test]
+async fn a_client_that_switches_balancer_at_once_keeps_its_session() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let one = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::AppCookie)).await;
+    let two = Lb::start(shared_config(Some(&redis), &backends, AffinityMode::AppCookie)).await;
+    wait_store(&one, StoreState::Ok).await;
+    wait_store(&two, StoreState::Ok).await;
+
+    // Every next request goes to the other balancer at once, as behind DNS
+    // round-robin: the login's session must be in Redis when it answers.
+    let mut lost = Vec::new();
+    for user in 0..40 {
+        let (first, second) = if user % 2 == 0 { (&one, &two) } else { (&two, &one) };
+        let mut client = Client::default();
+        let login = client.post(first.proxy, &format!("/login?user=u{user}")).await;
+        assert_eq!(login.status, StatusCode::OK);
+        let home = login.backend().unwrap().to_owned();
+        for lb in [second, first, second] {
+            let answer = profile(&mut client, lb.proxy).await;
+            if answer != (StatusCode::OK, home.clone()) {
+                lost.push((user, answer));
+            }
+        }
+    }
+    assert!(lost.is_empty(), "sessions lost: {lost:?}");
+    for lb in [&one, &two] {
+        let store = lb.handle.store().unwrap().view();
+        assert_eq!(store.waits, 20, "one wait per login through it: {store:?}");
+        assert_eq!(store.state, StoreState::Ok);
+    }
+    for lb in [one, two] {
+        lb.handle.shutdown().await;
+    }
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn balancers_that_miss_the_same_key_at_once_agree_on_one_backend() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::Header);
+    // A random placement: without one winner the balancers would disagree.
+    config.routing.placement = ringside::router::Placement::P2c;
+    let one = Lb::start(config.clone()).await;
+    let two = Lb::start(config).await;
+    wait_store(&one, StoreState::Ok).await;
+    wait_store(&two, StoreState::Ok).await;
+
+    let mut split = Vec::new();
+    for i in 0..60 {
+        let id = format!("racer-{i}");
+        let (mut a, mut b) = (with_session_header(&id), with_session_header(&id));
+        let (x, y) = tokio::join!(a.get(one.proxy, "/"), b.get(two.proxy, "/"));
+        assert_eq!((x.status, y.status), (StatusCode::OK, StatusCode::OK));
+        let key = SessionKey::Text(id.as_bytes());
+        let tables = (table_backend(&one, key), table_backend(&two, key));
+        if x.backend() != y.backend() || tables.0 != tables.1 || x.backend() != Some(tables.0.as_str()) {
+            split.push((
+                id,
+                x.backend().map(str::to_owned),
+                y.backend().map(str::to_owned),
+                tables,
+            ));
+        }
+    }
+    assert!(split.is_empty(), "the balancers disagreed: {split:?}");
+    let conflicts: u64 = [&one, &two]
+        .iter()
+        .map(|lb| lb.handle.store().unwrap().view().conflicts + lb.handle.store().unwrap().view().hits)
+        .sum();
+    assert!(conflicts > 0, "no request ever found the other balancer's value");
+    for lb in [one, two] {
+        lb.handle.shutdown().await;
+    }
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn two_moves_of_one_session_at_once_end_on_one_backend() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::Header);
+    config.health.interval_ms = 60_000; // only the commands act
+    let one = Lb::start(config.clone()).await;
+    let two = Lb::start(config).await;
+    wait_store(&one, StoreState::Ok).await;
+    wait_store(&two, StoreState::Ok).await;
+
+    // Sessions on api-1, known to both balancers.
+    let mut ids = Vec::new();
+    for i in 0.. {
+        if ids.len() == 40 {
+            break;
+        }
+        let id = format!("mover-{i}");
+        let mut c = with_session_header(&id);
+        if c.get(one.proxy, "/").await.backend() == Some("api-1") {
+            assert_eq!(c.get(two.proxy, "/").await.backend(), Some("api-1"));
+            ids.push(id);
+        }
+    }
+    // The balancers see the topology differently (api-2 drains on one,
+    // api-3 on two), so each would move api-1's sessions elsewhere.
+    for (lb, draining) in [(&one, "api-2"), (&two, "api-3")] {
+        let drain = ringside::engine::Command::Drain {
+            backend: draining.into(),
+            timeout: Some(Duration::from_secs(600)),
+        };
+        lb.handle.execute(drain).await.unwrap();
+    }
+    let kill = || ringside::engine::Command::Kill("api-1".into());
+    let (a, b) = tokio::join!(one.handle.execute(kill()), two.handle.execute(kill()));
+    a.unwrap();
+    b.unwrap();
+    wait_flushed(&one).await;
+    wait_flushed(&two).await;
+
+    let stored: std::collections::HashMap<String, String> = redis.sessions().into_iter().collect();
+    let mut split = Vec::new();
+    for id in &ids {
+        let key = SessionKey::Text(id.as_bytes());
+        let (x, y) = (table_backend(&one, key), table_backend(&two, key));
+        let fingerprint = one.handle.router().fingerprint(key).unwrap();
+        let in_redis = stored
+            .get(&format!("ringside:session:{fingerprint:016x}"))
+            .map(|v| v.split('\t').next().unwrap().to_owned());
+        if x != y || in_redis.as_deref() != Some(x.as_str()) || x == "api-1" {
+            split.push((id, x, y, in_redis));
+        }
+    }
+    assert!(split.is_empty(), "{} of {} disagree: {split:?}", split.len(), ids.len());
+    // The second move of a session found the first one's and took it.
+    let conflicts: u64 = [&one, &two]
+        .iter()
+        .map(|lb| lb.handle.store().unwrap().view().conflicts)
+        .sum();
+    assert!(conflicts > 0, "no move found another one first");
+    for lb in [one, two] {
+        lb.handle.shutdown().await;
+    }
+    for b in backends {
+        b.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn redis_holds_no_cookie_session_until_it_moves_and_other_keys_up_to_store_max() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::LbCookie);
+    config.health.interval_ms = 60_000;
+    let lb = Lb::start(config).await;
+    wait_store(&lb, StoreState::Ok).await;
+
+    // A cookieless flood: every request a new session, none written.
+    let mut homes = std::collections::HashMap::<String, u64>::new();
+    for _ in 0..150 {
+        let a = Client::default().get(lb.proxy, "/").await;
+        *homes.entry(a.backend().unwrap().to_owned()).or_default() += 1;
+    }
+    wait_flushed(&lb).await;
+    assert_eq!(redis.keys(), 0, "a balancer cookie routes on its own");
+    assert_eq!(lb.handle.store().unwrap().view().keys, 0);
+    // A kill moves api-2's sessions: those are written, and only those.
+    lb.handle
+        .execute(ringside::engine::Command::Kill("api-2".into()))
+        .await
+        .unwrap();
+    wait_flushed(&lb).await;
+    assert_eq!(redis.keys(), homes["api-2"], "{homes:?}");
+    lb.handle.shutdown().await;
+
+    // Application keys: at most store_max per balancer, the rest unshared.
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::Header);
+    config.sessions.store_max = 20;
+    let capped = Lb::start(config).await;
+    wait_store(&capped, StoreState::Ok).await;
+    let before = redis.keys();
+    for i in 0..50 {
+        let a = with_session_header(&format!("flood-{i}")).get(capped.proxy, "/").await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    wait_flushed(&capped).await;
+    assert_eq!(redis.keys() - before, 20);
+    let store = capped.handle.store().unwrap().view();
+    assert_eq!((store.keys, store.keys_max, store.unshared), (20, 20, 30), "{store:?}");
+    let (_, stats) = admin_json(capped.admin, Method::GET, "/api/stats", None).await;
+    assert_eq!(stats["store"]["keys"], 20, "{stats}");
+    assert_eq!(stats["store"]["unshared"], 30, "{stats}");
+    capped.handle.shutdown().await;
     for b in backends {
         b.kill().await;
     }

@@ -126,12 +126,34 @@ pub fn exposition(shared: &Shared) -> String {
                 "Moves and ends taken from other balancers.",
                 store.remote_updates,
             ),
+            (
+                "store_waits_total",
+                "Responses held until the store had the session they changed.",
+                store.waits,
+            ),
+            (
+                "store_conflicts_total",
+                "Writes that found another balancer's value first.",
+                store.conflicts,
+            ),
+            (
+                "store_unshared_total",
+                "Sessions not written because the key cap was reached.",
+                store.unshared,
+            ),
         ] {
             let _ = writeln!(
                 out,
                 "# HELP ringside_{name} {help}\n# TYPE ringside_{name} counter\nringside_{name} {value}"
             );
         }
+    }
+    if let Some(store) = &s.store {
+        let _ = writeln!(
+            out,
+            "# HELP ringside_store_keys Keys this balancer keeps in the session store.\n# TYPE ringside_store_keys gauge\nringside_store_keys {}\n# HELP ringside_store_keys_max The most keys it keeps there.\n# TYPE ringside_store_keys_max gauge\nringside_store_keys_max {}",
+            store.keys, store.keys_max
+        );
     }
     let backends = shared.backends_view();
     for (metric, help) in [

@@ -206,7 +206,14 @@ fn draw_header(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
             StoreState::Connecting => ("redis connecting", theme.fg(Color::Yellow)),
             StoreState::Degraded => ("REDIS DEGRADED", theme.fg(Color::Red).add_modifier(Modifier::BOLD)),
         };
-        line1.push(vec![gap(" · ", "  store "), Span::styled(text, style)]);
+        let mut group = vec![gap(" · ", "  store "), Span::styled(text, style)];
+        if wide {
+            group.push(Span::styled(
+                format!(" {}/{} keys", store.keys, store.keys_max),
+                theme.fg(Color::DarkGray),
+            ));
+        }
+        line1.push(group);
     }
     let err_rate = if scene.rps == 0 {
         0.0

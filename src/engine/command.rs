@@ -79,6 +79,25 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether it changes the backends (their set, states or weights): told
+    /// to the other balancers sharing the session store.
+    pub fn is_topology(&self) -> bool {
+        matches!(
+            self,
+            Command::Kill(_)
+                | Command::Revive(_)
+                | Command::Drain { .. }
+                | Command::Undrain(_)
+                | Command::Extend { .. }
+                | Command::Weight { .. }
+                | Command::WeightBy { .. }
+                | Command::AddDemo
+                | Command::Add(_)
+                | Command::Remove(_)
+                | Command::Vnodes(_)
+        )
+    }
+
     /// A short label, e.g. `kill api-2`, for reports and logs.
     pub fn label(&self) -> String {
         match self {

@@ -286,11 +286,15 @@ impl Engine {
             match message {
                 Some(Message::Command { command, reply }) => {
                     let label = command.label();
+                    let topology = command.is_topology();
                     let result = self.apply(command).await;
                     match &result {
                         Ok(text) => {
                             tracing::info!("{text}");
                             self.shared.bus.publish(crate::bus::BusEvent::Command(text.clone()));
+                            if topology && let Some(store) = &self.shared.store {
+                                store.announce(text);
+                            }
                         }
                         Err(e) => tracing::info!("refused: {label}: {e}"),
                     }

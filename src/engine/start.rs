@@ -21,7 +21,7 @@ use crate::router::affinity::Affinity;
 use crate::router::lb_cookie::CookieCodec;
 use crate::router::{BackendSpec, BackendState, Mirror, Router, RouterConfig};
 use crate::shutdown::Shutdown;
-use crate::store::RedisStore;
+use crate::store::{RedisStore, StoreSettings};
 
 /// Why ringside could not start.
 #[derive(Debug, thiserror::Error)]
@@ -125,9 +125,14 @@ pub async fn start(
     let secret = config.affinity.secret.clone();
     let store = match (&config.sessions.store, &secret) {
         (Some(url), Some(_)) => Some(RedisStore::new(
-            url,
-            config.sessions.idle_timeout_secs,
-            Duration::from_millis(config.sessions.store_timeout_ms),
+            StoreSettings {
+                url: url.clone(),
+                idle_timeout_secs: config.sessions.idle_timeout_secs,
+                timeout: Duration::from_millis(config.sessions.store_timeout_ms),
+                max_keys: config.sessions.store_max,
+                clock,
+                label: proxy_addr.to_string(),
+            },
             Arc::clone(&bus),
         )?),
         _ => None,

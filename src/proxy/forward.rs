@@ -23,7 +23,7 @@ use super::response::{self, ActiveGuard, Dressing, ProxyBody, Relayed, own, own_
 use super::tunnel::PendingTunnel;
 use super::{Proxy, ProxySettings, headers};
 use crate::router::affinity::RequestView;
-use crate::router::{BackendId, Route, RouterError};
+use crate::router::{BackendId, Outcome, Route, RouterError};
 
 /// The most request-body bytes read before a backend is chosen (whatever
 /// has already arrived, never waited for).
@@ -97,11 +97,12 @@ impl Proxy {
         });
         let app_session = key.app_session;
         let routed = match &self.store {
-            // A session the local table lacks may live in the shared store.
+            // A key the local table lacks is agreed with the shared store
+            // before anything is stored: another balancer may have it.
             Some(store) if store.is_available() => match self.router.route_cached(&key, now) {
-                Err(RouterError::NotCached { domain, fingerprint }) => {
-                    store.fill(&self.router, domain, fingerprint, now).await;
-                    self.router.route_request(&key, now)
+                Err(RouterError::NotCached(proposal)) => {
+                    let agreement = store.agree(&self.router, &proposal).await;
+                    self.router.route_agreed(&key, now, &proposal, agreement)
                 }
                 other => other,
             },
@@ -110,6 +111,9 @@ impl Proxy {
         let Ok(mut route) = routed else {
             return self.unavailable("503 Service Unavailable: no backend is available\n");
         };
+        if matches!(route.outcome, Outcome::Reassigned { .. }) {
+            route = self.share_move(route).await;
+        }
 
         let (mut parts, incoming) = req.into_parts();
         let facts = request::normalise(
@@ -176,6 +180,7 @@ impl Proxy {
                     if !self.redispatch(&mut route, &mut tried, &mut attempts, &settings) {
                         return self.gave_up(attempts, false, &settings);
                     }
+                    route = self.share_move(route).await;
                     fresh = false;
                     continue;
                 }
@@ -201,7 +206,12 @@ impl Proxy {
             match sent {
                 Ok(Answer::Response(resp)) => {
                     upstream.latency.record(started.elapsed());
-                    return self.relay(resp, &route, app_session, &facts, &settings, active, permit);
+                    let (response, learned) = self.relay(resp, &route, app_session, &facts, &settings, active, permit);
+                    if let (Some(fingerprint), Some(store)) = (learned, &self.store) {
+                        // The client may send its next request to another balancer.
+                        store.commit(&self.router, fingerprint).await;
+                    }
+                    return response;
                 }
                 Ok(Answer::Upgraded(up)) => {
                     upstream.latency.record(started.elapsed());
@@ -243,6 +253,7 @@ impl Proxy {
                             if !self.redispatch(&mut route, &mut tried, &mut attempts, &settings) {
                                 return self.gave_up(attempts, true, &settings);
                             }
+                            route = self.share_move(route).await;
                             fresh = false;
                             continue;
                         }
@@ -283,6 +294,21 @@ impl Proxy {
         }
     }
 
+    /// Writes a move the route made to the shared store before the request
+    /// goes on; if another balancer had moved the session first, the request
+    /// follows its move.
+    async fn share_move(&self, route: Route) -> Route {
+        match (&self.store, route.fingerprint) {
+            (Some(store), Some(fingerprint)) if store.is_available() => {
+                store.commit(&self.router, fingerprint).await;
+                self.router.rehome(route)
+            }
+            _ => route,
+        }
+    }
+
+    /// The response to relay, and the fingerprint of the session it taught
+    /// the router (bound, moved or ended) in the table in force.
     #[allow(clippy::too_many_arguments)]
     fn relay(
         &self,
@@ -293,7 +319,7 @@ impl Proxy {
         settings: &ProxySettings,
         active: ActiveGuard,
         permit: super::client::Permit,
-    ) -> Response<ProxyBody> {
+    ) -> (Response<ProxyBody>, Option<u64>) {
         let (mut parts, body) = resp.into_parts();
         if parts.headers.contains_key(header::TRANSFER_ENCODING) && !headers::other_codings(&parts.headers).is_empty() {
             // A coding ringside does not decode cannot be relayed honestly
@@ -304,13 +330,17 @@ impl Proxy {
                 route.backend.name,
                 headers::other_codings(&parts.headers)
             );
-            return own(
-                StatusCode::BAD_GATEWAY,
-                "502 Bad Gateway: the backend used a transfer coding ringside does not relay\n",
+            return (
+                own(
+                    StatusCode::BAD_GATEWAY,
+                    "502 Bad Gateway: the backend used a transfer coding ringside does not relay\n",
+                ),
+                None,
             );
         }
         // Whether it teaches anything is the router's policy (nothing in `none`).
-        self.router
+        let learned = self
+            .router
             .learn_from_response(&parts.headers, app_session, route.backend.id, self.clock.now());
         let cookie = if route.set_cookie
             && let Some(session) = route.session_id
@@ -346,7 +376,10 @@ impl Proxy {
             }
             parts.headers.remove(header::TRAILER);
         }
-        Response::from_parts(parts, ProxyBody::relayed(Relayed::new(body, active, permit)))
+        (
+            Response::from_parts(parts, ProxyBody::relayed(Relayed::new(body, active, permit))),
+            learned,
+        )
     }
 
     /// Moves the request to the key's next backend; `false` when the

@@ -43,6 +43,7 @@ pub use placement::Placement;
 pub use remap::{ChangeKind, RemapSummary};
 pub use ring::{Ring, VnodeHash};
 pub use session::{SessionInfo, SessionName, SessionTable};
+pub use sync::Adoption;
 pub use topology::Topology;
 
 use affinity::{Affinity, AffinityConfig, AffinityMode, RequestView};
@@ -105,26 +106,73 @@ pub enum RouterError {
     #[error("no backend is available")]
     NoBackend,
     /// [`Router::route_cached`] found no session for the key: ask the
-    /// session store, then route again.
+    /// session store about the proposal, then [`Router::route_agreed`].
     #[error("the session is not in the local table")]
-    NotCached {
-        /// The key's domain.
-        domain: KeyDomain,
-        /// The key's fingerprint.
-        fingerprint: u64,
-    },
+    NotCached(Proposal),
 }
 
-/// Told of the session-table changes that other balancers must learn, to
-/// share the tables through a session store. Called under a shard lock:
+/// Where the router would put a key its local table missed, for the session
+/// store to confirm before anything is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proposal {
+    /// The key's domain.
+    pub domain: KeyDomain,
+    /// The key's fingerprint.
+    pub fingerprint: u64,
+    /// The key's ring position.
+    pub position: u32,
+    /// The backend this balancer chose.
+    pub backend: BackendId,
+    /// How it chose it.
+    pub via: Via,
+    /// `Created` (placed), `Adopted` (the backend a balancer cookie named)
+    /// or `Reassigned` (the cookie named a backend that left).
+    pub outcome: Outcome,
+}
+
+/// What the session store made of a [`Proposal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agreement {
+    /// The store holds the proposal now, or needs nothing (a balancer
+    /// cookie's own backend): it is stored here as proposed.
+    Ours {
+        /// The store's version of it (0 when not written).
+        version: u32,
+    },
+    /// The session was in the store already: it is taken.
+    Theirs {
+        /// Its backend.
+        backend: BackendId,
+        /// The store's version of it.
+        version: u32,
+    },
+    /// The store could not be asked: the key is placed as without a store,
+    /// and the change waits to be written.
+    Unknown,
+}
+
+/// Why a session is told to the store mirror as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Placed here without asking the store.
+    Placed,
+    /// A valid balancer cookie routed it and the table had lost it.
+    Adopted,
+    /// A backend's response set it: that backend is where it lives.
+    Learned,
+    /// Still in use (at most a few times per idle timeout).
+    Refreshed,
+}
+
+/// Told of the active table's changes that other balancers must learn, to
+/// share it through a session store. Called under a shard lock:
 /// implementations only record and return.
 pub trait SessionMirror: Send + Sync {
-    /// The session `fingerprint` was stored on `backend`: created, or still
-    /// in use (then at most a few times per idle timeout).
-    fn stored(&self, domain: KeyDomain, fingerprint: u64, position: u32, backend: BackendId);
-    /// The session moved to `backend` (its backend left, a redispatch, or
-    /// the application moved it).
-    fn moved(&self, domain: KeyDomain, fingerprint: u64, position: u32, backend: BackendId);
+    /// The session `fingerprint` is on `backend`, for the reason `why`.
+    fn stored(&self, domain: KeyDomain, fingerprint: u64, position: u32, backend: BackendId, why: Stored);
+    /// The session moved to `to`: from `from` (its backend left, or a
+    /// redispatch), or, with `None`, where the application put it.
+    fn moved(&self, domain: KeyDomain, fingerprint: u64, position: u32, from: Option<BackendId>, to: BackendId);
     /// The session ended on purpose (logout).
     fn ended(&self, domain: KeyDomain, fingerprint: u64);
 }

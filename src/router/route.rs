@@ -5,40 +5,93 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
+use super::Stored;
 use super::affinity::{self, Lesson};
 use super::hash::KeyDomain;
 use super::session::{Lookup, MoveKind, NewSession, Origin, SessionName};
 use super::topology::Topology;
-use super::{BackendId, Event, Outcome, RequestKey, Route, Router, RouterError, SessionKey, Timestamp, Via, inc};
+use super::{
+    Agreement, BackendId, Event, Outcome, Proposal, RequestKey, Route, Router, RouterError, SessionKey, Timestamp, Via,
+    inc,
+};
+
+/// What routing does with a key the local table misses.
+#[derive(Clone, Copy)]
+enum OnMiss<'p> {
+    /// Places it and stores the session (told to the store mirror).
+    Place,
+    /// Stores nothing: answers [`RouterError::NotCached`] with a proposal.
+    Propose,
+    /// Stores what the session store agreed to.
+    Agreed(&'p Proposal, Agreement),
+}
 
 impl Router {
     /// Routes one request by `key` at time `now`.
     pub fn route(&self, key: SessionKey<'_>, now: Timestamp) -> Result<Route, RouterError> {
-        self.route_or_miss(RequestKey { key, app_session: None }, now, true)
+        self.route_or_miss(RequestKey { key, app_session: None }, now, OnMiss::Place)
     }
 
     /// Routes a request as [`Router::read_request`] read it: a new session
     /// goes where the client's application session already lives, if it does.
     pub fn route_request(&self, request: &RequestKey<'_>, now: Timestamp) -> Result<Route, RouterError> {
-        self.route_or_miss(*request, now, true)
+        self.route_or_miss(*request, now, OnMiss::Place)
     }
 
     /// Like [`Router::route_request`], but a key with no session in the local
-    /// table is not placed: the answer is [`RouterError::NotCached`], so the
-    /// caller can ask the session store first. New balancer-cookie sessions
-    /// are placed as usual.
+    /// table is not stored: the answer is [`RouterError::NotCached`] with
+    /// where it would go, for the session store to confirm. New
+    /// balancer-cookie sessions are placed as usual: their cookie routes on
+    /// its own.
     pub fn route_cached(&self, request: &RequestKey<'_>, now: Timestamp) -> Result<Route, RouterError> {
-        self.route_or_miss(*request, now, false)
+        self.route_or_miss(*request, now, OnMiss::Propose)
+    }
+
+    /// Routes a request whose key [`Router::route_cached`] missed, as the
+    /// session store agreed: the proposal stored untold, another balancer's
+    /// backend taken, or — store unknown — placed as by
+    /// [`Router::route_request`].
+    pub fn route_agreed(
+        &self,
+        request: &RequestKey<'_>,
+        now: Timestamp,
+        proposal: &Proposal,
+        agreement: Agreement,
+    ) -> Result<Route, RouterError> {
+        self.route_or_miss(*request, now, OnMiss::Agreed(proposal, agreement))
+    }
+
+    /// The route again after the session store settled a move the route made:
+    /// when another balancer had moved the session first, it now lives on
+    /// that balancer's choice, and the request goes there.
+    pub fn rehome(&self, route: Route) -> Route {
+        let (Some(fingerprint), Some(domain)) = (route.fingerprint, route.domain) else {
+            return route;
+        };
+        let Some(home) = self.table(domain).get(fingerprint).map(|s| s.backend) else {
+            return route;
+        };
+        let topo = self.topology.load();
+        if home == route.backend.id || !topo.state(home).keeps_sessions() {
+            return route;
+        }
+        let backend = Arc::clone(topo.backend(home));
+        backend.counters.requests.incr();
+        Route {
+            backend,
+            set_cookie: route.session_id.is_some(),
+            ..route
+        }
     }
 
     fn route_or_miss(
         &self,
         request: RequestKey<'_>,
         now: Timestamp,
-        place_missing: bool,
+        on_miss: OnMiss<'_>,
     ) -> Result<Route, RouterError> {
         let topo = self.topology.load();
-        let result = self.route_in(&topo, request, now, place_missing);
+        let result = self.route_in(&topo, request, now, on_miss);
         let stats = &self.ledger.stats;
         match &result {
             Ok(r) => {
@@ -54,7 +107,7 @@ impl Router {
                     });
                 }
             }
-            Err(RouterError::NotCached { .. }) => {}
+            Err(RouterError::NotCached(_)) => {}
             Err(_) => inc(&stats.unroutable),
         }
         result
@@ -65,7 +118,7 @@ impl Router {
         topo: &Topology,
         request: RequestKey<'_>,
         now: Timestamp,
-        place_missing: bool,
+        on_miss: OnMiss<'_>,
     ) -> Result<Route, RouterError> {
         let key = request.key;
         let mut buf = [0u8; 16];
@@ -138,7 +191,7 @@ impl Router {
                 if let Some(mirror) = self.ledger.mirror()
                     && refresh_due(table.idle_secs(), last_seen, now_s)
                 {
-                    mirror.stored(domain, fingerprint, position, backend);
+                    mirror.stored(domain, fingerprint, position, backend, Stored::Refreshed);
                 }
                 return Ok(match moved_from {
                     Some(from) => route(backend, Via::Reassignment, Outcome::Reassigned { from: Some(from) }),
@@ -160,8 +213,30 @@ impl Router {
             Lookup::Expired(info) => table.record_end(topo, &info, super::SessionEnd::Expired, false),
             Lookup::Missing => {}
         }
-        if !place_missing && !fresh {
-            return Err(RouterError::NotCached { domain, fingerprint });
+        if let OnMiss::Agreed(p, agreement) = on_miss
+            && p.fingerprint == fingerprint
+            && p.domain == domain
+        {
+            let agreed = match agreement {
+                Agreement::Ours { version } => Some((p.backend, p.via, p.outcome, version)),
+                Agreement::Theirs { backend, version } => Some((backend, Via::Table, Outcome::Kept, version)),
+                Agreement::Unknown => None,
+            };
+            if let Some((to, via, outcome, version)) = agreed
+                && topo.state(to).keeps_sessions()
+            {
+                let new = NewSession {
+                    fingerprint,
+                    position,
+                    backend: to,
+                    address,
+                    now: now_s,
+                    tell_store: false,
+                    version,
+                };
+                table.create(&mut shard, topo, new, origin_of(outcome));
+                return Ok(route(to, via, outcome));
+            }
         }
 
         let placed = || {
@@ -177,19 +252,26 @@ impl Router {
                 None => (placed()?, Via::Placement, Outcome::Created),
             },
         };
+        if matches!(on_miss, OnMiss::Propose) && !fresh {
+            return Err(RouterError::NotCached(Proposal {
+                domain,
+                fingerprint,
+                position,
+                backend: to,
+                via,
+                outcome,
+            }));
+        }
         let new = NewSession {
             fingerprint,
             position,
             backend: to,
             address,
             now: now_s,
+            tell_store: true,
+            version: 0,
         };
-        let origin = match outcome {
-            Outcome::Reassigned { from: Some(from) } => Origin::Moved(from),
-            Outcome::Adopted => Origin::Adopted,
-            _ => Origin::New,
-        };
-        table.create(&mut shard, topo, new, origin);
+        table.create(&mut shard, topo, new, origin_of(outcome));
         Ok(route(to, via, outcome))
     }
 
@@ -261,52 +343,55 @@ impl Router {
     /// session, under the affinity mode in force (see [`affinity`]): a new
     /// session is bound to `backend`, a deleted one (logout) ends the
     /// request's application session — never an address's or a balancer
-    /// cookie's session.
+    /// cookie's session. Returns the fingerprint of the session it bound,
+    /// moved or ended, when that session is in the table in force: the
+    /// response must not leave before the session store has it.
     pub fn learn_from_response(
         &self,
         headers: &HeaderMap,
         app_session: Option<u64>,
         backend: BackendId,
         now: Timestamp,
-    ) {
+    ) -> Option<u64> {
         let mode = self.affinity.mode();
-        match affinity::lesson(mode, headers, &self.affinity.config().app_cookie) {
-            Some(Lesson::Bind(id)) => {
-                self.bind(SessionKey::Text(id), backend, now);
+        let changed = match affinity::lesson(mode, headers, &self.affinity.config().app_cookie)? {
+            Lesson::Bind(id) => self.bind_key(SessionKey::Text(id), backend, now),
+            Lesson::End => {
+                let fingerprint = app_session?;
+                self.table(KeyDomain::Text)
+                    .end(&self.topology.load(), fingerprint, true);
+                Some(fingerprint)
             }
-            Some(Lesson::End) => {
-                if let Some(fingerprint) = app_session {
-                    self.table(KeyDomain::Text)
-                        .end(&self.topology.load(), fingerprint, true);
-                }
-            }
-            None => {}
-        }
+        };
+        changed.filter(|_| self.ledger.is_active(KeyDomain::Text))
     }
 
     /// Binds `key` to `backend`, as when a response sets the application's
     /// session cookie: a new session, or a session moved to where the
     /// application now keeps it. Returns whether the table changed.
     pub fn bind(&self, key: SessionKey<'_>, backend: BackendId, now: Timestamp) -> bool {
+        self.bind_key(key, backend, now).is_some()
+    }
+
+    /// [`Router::bind`], answering the fingerprint of a changed session.
+    fn bind_key(&self, key: SessionKey<'_>, backend: BackendId, now: Timestamp) -> Option<u64> {
         let topo = self.topology.load();
         if !topo.state(backend).keeps_sessions() {
-            return false;
+            return None;
         }
         let mut buf = [0u8; 16];
-        let Some((domain, bytes)) = key_material(key, &mut buf) else {
-            return false;
-        };
+        let (domain, bytes) = key_material(key, &mut buf)?;
         let table = self.table(domain);
         let fingerprint = self.fingerprinter.fingerprint(domain, bytes);
         let position = super::hash::key_position(bytes);
         let mut shard = table.shard_for(fingerprint);
         match shard.lookup(fingerprint, now.secs(), table.idle_secs()) {
-            Lookup::Live { backend: current, .. } if current == backend => false,
+            Lookup::Live { backend: current, .. } if current == backend => None,
             Lookup::Live { .. } => {
                 if let Some(info) = shard.reassign(fingerprint, backend, false) {
-                    table.record_move(&topo, &info, backend, MoveKind::Local);
+                    table.record_move(&topo, &info, backend, MoveKind::Learned);
                 }
-                true
+                Some(fingerprint)
             }
             lookup => {
                 if let Lookup::Expired(info) = lookup {
@@ -322,9 +407,11 @@ impl Router {
                     backend,
                     address,
                     now: now.secs(),
+                    tell_store: true,
+                    version: 0,
                 };
-                table.create(&mut shard, &topo, new, Origin::New);
-                true
+                table.create(&mut shard, &topo, new, Origin::Learned);
+                Some(fingerprint)
             }
         }
     }
@@ -337,6 +424,16 @@ impl Router {
         };
         let fingerprint = self.fingerprinter.fingerprint(domain, bytes);
         self.table(domain).end(&self.topology.load(), fingerprint, true)
+    }
+}
+
+/// How a session stored on a route's outcome is recorded.
+fn origin_of(outcome: Outcome) -> Origin {
+    match outcome {
+        Outcome::Reassigned { from: Some(from) } => Origin::Moved(from),
+        Outcome::Adopted => Origin::Adopted,
+        Outcome::Kept => Origin::Synced,
+        _ => Origin::New,
     }
 }
 

@@ -16,11 +16,11 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::BackendId;
 use super::event::{Event, SessionEnd};
 use super::hash::{BuildIdentity, KeyDomain};
 use super::ledger::Ledger;
 use super::topology::Topology;
+use super::{BackendId, Stored};
 
 const NIL: u32 = u32::MAX;
 
@@ -72,6 +72,8 @@ pub struct SessionInfo {
     pub requests: u32,
     /// Times it was moved because its backend left.
     pub reassignments: u16,
+    /// The session store's version of it (0: not known there yet).
+    pub version: u32,
 }
 
 /// One slab slot. Free slots are chained through `next`.
@@ -86,6 +88,8 @@ struct Entry {
     last_seen: u32,
     requests: u32,
     reassignments: u16,
+    /// The session store's version of it (0: not known there yet).
+    version: u32,
     address: Option<IpAddr>,
     /// Towards the most recently used.
     prev: u32,
@@ -114,6 +118,7 @@ impl Entry {
             last_seen_secs: self.last_seen,
             requests: self.requests,
             reassignments: self.reassignments,
+            version: self.version,
         }
     }
 }
@@ -236,15 +241,16 @@ impl Shard {
     /// Inserts a new session (the caller checked it is missing). When `full`
     /// (the table is at its cap), this shard's least recently used session
     /// is evicted first and returned.
-    pub fn insert(
-        &mut self,
-        fingerprint: u64,
-        position: u32,
-        backend: BackendId,
-        address: Option<IpAddr>,
-        now: u32,
-        full: bool,
-    ) -> Option<SessionInfo> {
+    pub fn insert(&mut self, new: &NewSession, full: bool) -> Option<SessionInfo> {
+        let NewSession {
+            fingerprint,
+            position,
+            backend,
+            address,
+            now,
+            version,
+            ..
+        } = *new;
         let evicted = if full && self.tail != NIL {
             Some(self.remove_slot(self.tail))
         } else {
@@ -259,6 +265,7 @@ impl Shard {
             last_seen: now,
             requests: 1,
             reassignments: 0,
+            version,
             address,
             prev: NIL,
             next: NIL,
@@ -293,6 +300,13 @@ impl Shard {
         e.backend = to;
         e.reassignments = e.reassignments.saturating_add(1);
         Some(before)
+    }
+
+    /// Records the session store's version of a session.
+    pub fn set_version(&mut self, fingerprint: u64, version: u32) {
+        if let Some(&i) = self.map.get(&fingerprint) {
+            self.slots[i as usize].version = version;
+        }
     }
 
     /// The session, without touching it.
@@ -358,6 +372,11 @@ pub struct NewSession {
     pub address: Option<IpAddr>,
     /// Router seconds now.
     pub now: u32,
+    /// Whether the store mirror is told (false when the store already has
+    /// it, or needs nothing).
+    pub tell_store: bool,
+    /// The session store's version of it (0: not known there yet).
+    pub version: u32,
 }
 
 /// Where a session added to a table comes from.
@@ -365,6 +384,8 @@ pub struct NewSession {
 pub enum Origin {
     /// Placed now: counted as created.
     New,
+    /// A backend's response set it: counted as created.
+    Learned,
     /// Its backend left (the one given) while the table did not hold it: a
     /// balancer cookie named a backend that is gone. Counted as a move.
     Moved(BackendId),
@@ -379,6 +400,8 @@ pub enum Origin {
 pub enum MoveKind {
     /// Moved here: counted as a reassignment and told to the store.
     Local,
+    /// Moved where the application put it: counted and told like `Local`.
+    Learned,
     /// Learned from another balancer: shown, not counted or told again.
     Followed,
 }
@@ -474,27 +497,33 @@ impl SessionTable {
         self.ledger.is_active(self.domain)
     }
 
+    /// The store mirror, for the active table only: the tables kept aside
+    /// route nothing another balancer would ask about.
+    fn mirror(&self) -> Option<&Arc<dyn super::SessionMirror>> {
+        self.ledger.mirror().filter(|_| self.is_active())
+    }
+
     /// Adds a session to `shard` (its shard, locked by the caller, who
     /// checked that the session is missing), evicting the least recently used
     /// one first when the table is full; then records it everywhere, as
     /// `origin` says.
     pub fn create(&self, shard: &mut Shard, topo: &Topology, new: NewSession, origin: Origin) {
-        if let Some(evicted) = shard.insert(
-            new.fingerprint,
-            new.position,
-            new.backend,
-            new.address,
-            new.now,
-            self.is_full(),
-        ) {
+        if let Some(evicted) = shard.insert(&new, self.is_full()) {
             self.record_end(topo, &evicted, SessionEnd::Evicted, false);
         }
         self.len.fetch_add(1, Ordering::Relaxed);
         topo.backend(new.backend).counters.sessions[self.domain.index()].fetch_add(1, Ordering::Relaxed);
-        if let Some(mirror) = self.ledger.mirror() {
+        if new.tell_store
+            && let Some(mirror) = self.mirror()
+        {
+            let stored = |why| mirror.stored(self.domain, new.fingerprint, new.position, new.backend, why);
             match origin {
-                Origin::New | Origin::Adopted => mirror.stored(self.domain, new.fingerprint, new.position, new.backend),
-                Origin::Moved(_) => mirror.moved(self.domain, new.fingerprint, new.position, new.backend),
+                Origin::New => stored(Stored::Placed),
+                Origin::Adopted => stored(Stored::Adopted),
+                Origin::Learned => stored(Stored::Learned),
+                Origin::Moved(from) => {
+                    mirror.moved(self.domain, new.fingerprint, new.position, Some(from), new.backend)
+                }
                 Origin::Synced => {}
             }
         }
@@ -510,7 +539,7 @@ impl SessionTable {
             address: new.address,
         };
         match origin {
-            Origin::New => {
+            Origin::New | Origin::Learned => {
                 stats.created.fetch_add(1, Ordering::Relaxed);
                 self.ledger.events.emit(Event::SessionCreated {
                     session,
@@ -535,7 +564,7 @@ impl SessionTable {
         self.len.fetch_sub(1, Ordering::Relaxed);
         let counter = &topo.backend(info.backend).counters.sessions[self.domain.index()];
         let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        if announce && let Some(mirror) = self.ledger.mirror() {
+        if announce && let Some(mirror) = self.mirror() {
             mirror.ended(self.domain, info.fingerprint);
         }
         if self.is_active() {
@@ -560,13 +589,21 @@ impl SessionTable {
         let from = &topo.backend(before.backend).counters.sessions[self.domain.index()];
         let _ = from.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         topo.backend(to).counters.sessions[self.domain.index()].fetch_add(1, Ordering::Relaxed);
-        if kind == MoveKind::Local
-            && let Some(mirror) = self.ledger.mirror()
-        {
-            mirror.moved(self.domain, before.fingerprint, before.position, to);
+        if let Some(mirror) = self.mirror() {
+            match kind {
+                MoveKind::Local => mirror.moved(
+                    self.domain,
+                    before.fingerprint,
+                    before.position,
+                    Some(before.backend),
+                    to,
+                ),
+                MoveKind::Learned => mirror.moved(self.domain, before.fingerprint, before.position, None, to),
+                MoveKind::Followed => {}
+            }
         }
         if self.is_active() {
-            if kind == MoveKind::Local {
+            if kind != MoveKind::Followed {
                 self.ledger.stats.reassigned.fetch_add(1, Ordering::Relaxed);
             }
             self.ledger.events.emit(Event::SessionReassigned {
@@ -583,7 +620,7 @@ impl SessionTable {
         let removed = self.shard_for(fingerprint).remove(fingerprint);
         if let Some(info) = &removed {
             self.record_end(topo, info, SessionEnd::Ended, announce);
-        } else if announce && let Some(mirror) = self.ledger.mirror() {
+        } else if announce && let Some(mirror) = self.mirror() {
             mirror.ended(self.domain, fingerprint);
         }
         removed.is_some()
@@ -630,6 +667,18 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 mod tests {
     use super::*;
 
+    fn new(fingerprint: u64, backend: BackendId, now: u32) -> NewSession {
+        NewSession {
+            fingerprint,
+            position: 0,
+            backend,
+            address: None,
+            now,
+            tell_store: false,
+            version: 0,
+        }
+    }
+
     #[test]
     fn names_show_a_short_fingerprint_or_the_address() {
         let n = SessionName {
@@ -650,14 +699,14 @@ mod tests {
         let mut s = Shard::new();
         let b = BackendId(0);
         for fp in 1..=3u64 {
-            assert!(s.insert(fp, 0, b, None, fp as u32, false).is_none());
+            assert!(s.insert(&new(fp, b, fp as u32), false).is_none());
         }
         // Touch 1: order is now 1, 3, 2 (most recent first).
         assert!(matches!(s.lookup(1, 10, 100), Lookup::Live { .. }));
         let order: Vec<u64> = s.iter().map(|e| e.fingerprint).collect();
         assert_eq!(order, vec![1, 3, 2]);
         // Full: inserting 4 evicts 2, the least recently used.
-        let evicted = s.insert(4, 0, b, None, 11, true).unwrap();
+        let evicted = s.insert(&new(4, b, 11), true).unwrap();
         assert_eq!(evicted.fingerprint, 2);
         // At t=103, 3 (last seen 3) expires; 1 (10) and 4 (11) stay.
         let mut gone = vec![];
@@ -668,14 +717,14 @@ mod tests {
         assert!(matches!(s.lookup(1, 200, 100), Lookup::Expired(_)));
         assert_eq!(s.lookup(1, 200, 100), Lookup::Missing);
         // Freed slots are reused.
-        s.insert(5, 0, b, None, 200, false);
+        s.insert(&new(5, b, 200), false);
         assert_eq!(s.slots.len(), 3);
     }
 
     #[test]
     fn reassignment_is_announced_once() {
         let mut s = Shard::new();
-        s.insert(7, 0, BackendId(1), None, 0, false);
+        s.insert(&new(7, BackendId(1), 0), false);
         s.reassign(7, BackendId(2), true);
         assert_eq!(
             s.lookup(7, 1, 100),

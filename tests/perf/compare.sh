@@ -34,8 +34,9 @@
 # p50_ms p99_ms cpu_us" rows (cpu_us: ringside's CPU per request) and the
 # median ratio B/A of req/s:
 #   - the dashboard attached (in tmux) against headless (sticky);
-#   - its session table shared through Redis against in-memory (new-session,
-#     where every request writes to the store);
+#   - its session table shared through Redis against in-memory (new-session;
+#     new balancer-cookie sessions are not written to the store, so this
+#     measures what the store costs a cookieless flood: nothing, ideally);
 #   - 64 `/api/events` subscribers (curl -N, output discarded) attached to
 #     the headless ringside against none (sticky; target ratio >= 0.95),
 #     with the CPU time the curl processes themselves took, as they share

@@ -1,26 +1,44 @@
 //! The shared session store: balancers that share a Redis server and a
-//! cookie secret share one session table.
+//! cookie secret share one session table, and agree on every key in it.
 //!
-//! The local table stays the cache every request reads; Redis is the source
-//! of truth for sessions this balancer has not seen. The request path never
-//! waits on Redis for a session it knows: changes are recorded in memory and
-//! written in batches by a background task, and only a local miss asks Redis
-//! (with a short timeout). Moves and logouts are also published, so other
-//! balancers holding the same session follow them. When Redis is down or
-//! slow the store is marked degraded, lookups stop, changes wait (bounded)
-//! and are written when it returns, with every local session put back.
+//! The local table stays the cache every request reads; Redis holds what a
+//! balancer may need from another, one value per key:
 //!
-//! In Redis: `ringside:session:<fingerprint>` → `<backend>\t<position>`
-//! with the idle timeout as its expiry; moves and ends on the channel
-//! `ringside:sessions`. The fingerprint is keyed by the shared secret and
-//! nothing else of the key is stored, so Redis never holds a session id or
-//! a client address; a balancer labels a session it learned from Redis by
-//! its fingerprint.
+//! - A key the local table misses is proposed to Redis in one atomic step
+//!   (a Lua script: set if absent, else read): the first balancer's backend
+//!   wins, and every other balancer takes it and routes there.
+//! - A response that creates, moves or ends a session leaves only once Redis
+//!   has the change (waiting at most `store_timeout_ms`), so the client's
+//!   next request may go to any balancer. A move is written only if the
+//!   session is still where the mover found it, and announced on a channel;
+//!   the loser of two moves takes the winner's. A session a backend's
+//!   response set is written whatever was there: that backend holds it.
+//! - Sessions in use are refreshed a few times per idle timeout in batches;
+//!   moves made by topology changes are written at once, in one batch.
+//! - In `lb-cookie` mode the signed or encrypted cookie routes on its own:
+//!   only moves and ends are written. In the other modes a balancer writes
+//!   at most `sessions.store_max` keys, each expiring after the idle timeout.
+//! - When Redis is down or slow the store is marked degraded: lookups and
+//!   waits stop, changes wait (bounded) and are written when it returns, and
+//!   every local session is proposed again, so balancers that diverged
+//!   meanwhile agree again.
+//!
+//! In Redis: `ringside:session:<fingerprint>` →
+//! `<backend>\t<position>\t<version>` with the idle timeout as its expiry;
+//! moves and ends on the channel `ringside:sessions`, topology actions on
+//! `ringside:events`. The version (the store's clock in milliseconds when
+//! written, always above the one it replaces) lets a balancer ignore news
+//! older than what it holds. The fingerprint is keyed by the shared secret
+//! and nothing else of the key is stored, so Redis never holds a session id
+//! or a client address; a balancer labels a session it learned from Redis
+//! by its fingerprint.
+
+mod keys;
+mod write;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -30,22 +48,27 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::bus::{BusEvent, EventBus};
+use crate::clock::Clock;
 use crate::router::hash::BuildIdentity;
-use crate::router::{BackendId, KeyDomain, Router, SessionMirror, Timestamp};
+use crate::router::{BackendId, KeyDomain, Router, SessionMirror, Stored};
 use crate::shutdown::ShutdownSignal;
+use keys::KeyBudget;
+use write::Change;
 
 /// The channel moves and ends are published on.
 const CHANNEL: &str = "ringside:sessions";
+/// The channel topology actions are told on, for the other balancers' logs.
+const EVENTS: &str = "ringside:events";
+/// Topology actions waiting to be told, at most (the oldest go first).
+const MAX_ANNOUNCEMENTS: usize = 64;
 /// Changes waiting to be written, at most; beyond it they are dropped and
 /// counted (the resync after an outage writes every local session anyway).
 const MAX_PENDING: usize = 200_000;
 const PENDING_SHARDS: usize = 16;
-/// How often waiting changes are written.
+/// How often waiting refreshes are written (moves and ends go at once).
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Longest wait for a batch write or a reconnect.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// Sessions per pipeline when putting the local table back.
-const RESYNC_BATCH: usize = 1000;
 
 /// The store's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,7 +95,7 @@ pub struct StoreView {
     pub errors: u64,
     /// Local misses asked of Redis.
     pub lookups: u64,
-    /// Of those, found.
+    /// Of those, found there.
     pub hits: u64,
     /// Changes written.
     pub writes: u64,
@@ -84,13 +107,16 @@ pub struct StoreView {
     pub resyncs: u64,
     /// Changes waiting to be written now.
     pub pending: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Change {
-    Stored { position: u32, backend: BackendId },
-    Moved { position: u32, backend: BackendId },
-    Ended,
+    /// Responses held until Redis had the session they created, moved or ended.
+    pub waits: u64,
+    /// Writes that found another balancer's value first (it was taken).
+    pub conflicts: u64,
+    /// Keys this balancer wrote that are still in Redis.
+    pub keys: u64,
+    /// The most keys it writes (`sessions.store_max`).
+    pub keys_max: u64,
+    /// Sessions not written because `keys` had reached `keys_max`.
+    pub unshared: u64,
 }
 
 /// A session as Redis has it.
@@ -100,15 +126,22 @@ pub struct StoredSession {
     pub backend: String,
     /// The key's ring position.
     pub position: u32,
+    /// Its version (0 in values written by earlier versions of ringside,
+    /// whose third field was a label).
+    pub version: u32,
 }
 
 impl StoredSession {
     fn parse(value: &str) -> Option<StoredSession> {
-        // Values written by earlier versions carry a third field, a label.
         let mut parts = value.splitn(3, '\t');
         let backend = parts.next().filter(|b| !b.is_empty())?.to_owned();
         let position = parts.next()?.parse().ok()?;
-        Some(StoredSession { backend, position })
+        let version = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        Some(StoredSession {
+            backend,
+            position,
+            version,
+        })
     }
 }
 
@@ -122,6 +155,30 @@ struct Counters {
     dropped_writes: AtomicU64,
     remote_updates: AtomicU64,
     resyncs: AtomicU64,
+    waits: AtomicU64,
+    conflicts: AtomicU64,
+    unshared: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How a store is made.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `redis://host:port`.
+    pub url: String,
+    /// Sessions idle this long expire, in Redis as in the tables.
+    pub idle_timeout_secs: u32,
+    /// Longest wait on Redis for a request or a response.
+    pub timeout: Duration,
+    /// The most keys this balancer writes (`sessions.store_max`).
+    pub max_keys: usize,
+    /// The router's clock.
+    pub clock: Clock,
+    /// How the other balancers call this one (its proxy address).
+    pub label: String,
 }
 
 /// A Redis-backed session store shared by balancers; see the module docs.
@@ -130,16 +187,29 @@ pub struct RedisStore {
     url: String,
     /// Tells this balancer's own messages apart.
     instance: u64,
+    label: String,
+    /// Topology actions to tell the other balancers.
+    announcements: Mutex<std::collections::VecDeque<String>>,
     ttl_secs: u64,
-    lookup_timeout: Duration,
+    timeout: Duration,
+    clock: Clock,
     /// The connection while healthy; `None` while degraded.
     conn: ArcSwapOption<MultiplexedConnection>,
+    /// The script's digest, once Redis has it.
+    script: OnceLock<String>,
     state: AtomicU8,
     pending: Box<[Mutex<HashMap<u64, Change, BuildIdentity>>]>,
     pending_len: AtomicU64,
+    keys: KeyBudget,
     counters: Counters,
     /// Rung by a failed lookup so the background task checks the server.
     trouble: Notify,
+    /// Rung by a move or an end: written without waiting for the next batch.
+    urgent: Notify,
+    /// True while a batch is being written.
+    flushing: AtomicBool,
+    /// Rung when a batch has been written.
+    flushed: Notify,
     bus: Arc<EventBus>,
 }
 
@@ -180,30 +250,35 @@ fn key_of(fingerprint: u64) -> String {
 }
 
 impl RedisStore {
-    /// A store at `url`; nothing is connected until [`RedisStore::run`].
-    pub fn new(
-        url: &str,
-        idle_timeout_secs: u32,
-        lookup_timeout: Duration,
-        bus: Arc<EventBus>,
-    ) -> Result<Arc<Self>, BadStoreUrl> {
+    /// A store as `settings` say; nothing is connected until [`RedisStore::run`].
+    pub fn new(settings: StoreSettings, bus: Arc<EventBus>) -> Result<Arc<Self>, BadStoreUrl> {
+        let url = settings.url.as_str();
         check_url(url)?;
         let client = redis::Client::open(url).map_err(|e| BadStoreUrl {
             url: url.to_owned(),
             reason: e.to_string(),
         })?;
+        let ttl = settings.idle_timeout_secs.max(1);
         Ok(Arc::new(RedisStore {
             client,
             url: without_password(url),
             instance: fastrand::u64(..),
-            ttl_secs: u64::from(idle_timeout_secs.max(1)),
-            lookup_timeout,
+            label: settings.label,
+            announcements: Mutex::default(),
+            ttl_secs: u64::from(ttl),
+            timeout: settings.timeout,
+            clock: settings.clock,
             conn: ArcSwapOption::empty(),
+            script: OnceLock::new(),
             state: AtomicU8::new(StoreState::Connecting as u8),
             pending: (0..PENDING_SHARDS).map(|_| Mutex::default()).collect(),
             pending_len: AtomicU64::new(0),
+            keys: KeyBudget::new(settings.max_keys, ttl),
             counters: Counters::default(),
             trouble: Notify::new(),
+            urgent: Notify::new(),
+            flushing: AtomicBool::new(false),
+            flushed: Notify::new(),
             bus,
         }))
     }
@@ -217,7 +292,7 @@ impl RedisStore {
         }
     }
 
-    /// Whether lookups go to Redis now.
+    /// Whether requests ask Redis now.
     pub fn is_available(&self) -> bool {
         self.conn.load().is_some()
     }
@@ -238,83 +313,20 @@ impl RedisStore {
             remote_updates: get(&c.remote_updates),
             resyncs: get(&c.resyncs),
             pending: get(&self.pending_len),
-        }
-    }
-
-    /// What Redis knows of a session this balancer does not have. `None`
-    /// at once while degraded; a failure or a timeout degrades the store.
-    pub async fn lookup(&self, fingerprint: u64) -> Option<StoredSession> {
-        let conn = self.conn.load_full()?;
-        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
-        let mut conn = MultiplexedConnection::clone(&conn);
-        let mut get = redis::cmd("GET");
-        get.arg(key_of(fingerprint));
-        match tokio::time::timeout(self.lookup_timeout, get.query_async::<Option<String>>(&mut conn)).await {
-            Ok(Ok(found)) => {
-                let session = found.as_deref().and_then(StoredSession::parse);
-                if session.is_some() {
-                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                }
-                session
-            }
-            Ok(Err(e)) => {
-                self.degrade(&format!("lookup failed: {e}"));
-                None
-            }
-            Err(_) => {
-                self.degrade(&format!("lookup took over {} ms", self.lookup_timeout.as_millis()));
-                None
-            }
-        }
-    }
-
-    fn record(&self, fingerprint: u64, change: Change) {
-        let mut shard = self.pending[(fingerprint >> 60) as usize % PENDING_SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let total = self.pending_len.load(Ordering::Relaxed) as usize;
-        match shard.get_mut(&fingerprint) {
-            Some(slot) => *slot = change,
-            None if total >= MAX_PENDING => {
-                self.counters.dropped_writes.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {
-                shard.insert(fingerprint, change);
-                self.pending_len.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Takes every waiting change.
-    fn take_pending(&self) -> Vec<(u64, Change)> {
-        let mut all = Vec::new();
-        for shard in self.pending.iter() {
-            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
-            self.pending_len.fetch_sub(taken.len() as u64, Ordering::Relaxed);
-            all.extend(taken);
-        }
-        all
-    }
-
-    /// Puts back changes a failed write took, unless newer ones arrived.
-    fn restore_pending(&self, changes: Vec<(u64, Change)>) {
-        for (fingerprint, change) in changes {
-            let mut shard = self.pending[(fingerprint >> 60) as usize % PENDING_SHARDS]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(fingerprint) {
-                slot.insert(change);
-                self.pending_len.fetch_add(1, Ordering::Relaxed);
-            }
+            waits: get(&c.waits),
+            conflicts: get(&c.conflicts),
+            keys: self.keys.len(self.clock.now().secs()) as u64,
+            keys_max: self.keys.max() as u64,
+            unshared: get(&c.unshared),
         }
     }
 
     fn degrade(&self, why: &str) {
-        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        inc(&self.counters.errors);
         self.conn.store(None);
         let was = self.state.swap(StoreState::Degraded as u8, Ordering::Relaxed);
         if was != StoreState::Degraded as u8 {
-            self.counters.degraded_total.fetch_add(1, Ordering::Relaxed);
+            inc(&self.counters.degraded_total);
             tracing::warn!("session store {} degraded: {why}", self.url);
             self.bus.publish(BusEvent::Command(format!(
                 "session store degraded ({why}): serving from the local table"
@@ -364,111 +376,29 @@ impl RedisStore {
 
     async fn connect(&self) -> Result<(MultiplexedConnection, redis::aio::PubSub), String> {
         let connect = async {
-            let conn = self.client.get_multiplexed_async_connection().await?;
+            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            let digest: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(write::SCRIPT)
+                .query_async(&mut conn)
+                .await?;
             let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANNEL).await?;
-            Ok::<_, redis::RedisError>((conn, pubsub))
+            pubsub.subscribe(&[CHANNEL, EVENTS]).await?;
+            Ok::<_, redis::RedisError>((conn, pubsub, digest))
         };
         match tokio::time::timeout(IO_TIMEOUT, connect).await {
-            Ok(Ok(pair)) => Ok(pair),
+            Ok(Ok((conn, pubsub, digest))) => {
+                let _ = self.script.set(digest);
+                Ok((conn, pubsub))
+            }
             Ok(Err(e)) => Err(format!("cannot connect: {e}")),
             Err(_) => Err("connecting timed out".into()),
         }
     }
 
-    /// Writes what waited, then every local session Redis does not have
-    /// (`SET NX`: a newer entry from another balancer wins).
-    async fn resync(&self, router: &Router, conn: &mut MultiplexedConnection) -> Result<(), String> {
-        self.flush(router, conn).await?;
-        let topo = router.topology();
-        let mut batch = redis::pipe();
-        let mut queued = 0;
-        let mut value = String::new();
-        for domain in KeyDomain::ALL {
-            let table = router.table(domain);
-            for i in 0..table.shard_count() {
-                let sessions: Vec<_> = table.shard(i).iter().collect();
-                for s in sessions {
-                    value.clear();
-                    let _ = write!(value, "{}\t{}", topo.backend(s.backend).name, s.position);
-                    batch
-                        .cmd("SET")
-                        .arg(key_of(s.fingerprint))
-                        .arg(&value)
-                        .arg("NX")
-                        .arg("EX")
-                        .arg(self.ttl_secs)
-                        .ignore();
-                    queued += 1;
-                    if queued == RESYNC_BATCH {
-                        self.send(conn, &batch).await?;
-                        batch = redis::pipe();
-                        queued = 0;
-                    }
-                }
-            }
-        }
-        if queued > 0 {
-            self.send(conn, &batch).await?;
-        }
-        self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn send(&self, conn: &mut MultiplexedConnection, batch: &redis::Pipeline) -> Result<(), String> {
-        match tokio::time::timeout(IO_TIMEOUT, batch.query_async::<()>(conn)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer in {} s", IO_TIMEOUT.as_secs())),
-        }
-    }
-
-    /// Writes the waiting changes in one pipeline; on failure they wait again.
-    async fn flush(&self, router: &Router, conn: &mut MultiplexedConnection) -> Result<(), String> {
-        let changes = self.take_pending();
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let topo = router.topology();
-        let mut batch = redis::pipe();
-        let mut value = String::new();
-        for (fingerprint, change) in &changes {
-            let key = key_of(*fingerprint);
-            value.clear();
-            match *change {
-                Change::Stored { position, backend } | Change::Moved { position, backend } => {
-                    let _ = write!(value, "{}\t{position}", topo.backend(backend).name);
-                    batch
-                        .cmd("SET")
-                        .arg(&key)
-                        .arg(&value)
-                        .arg("EX")
-                        .arg(self.ttl_secs)
-                        .ignore();
-                }
-                Change::Ended => {
-                    batch.cmd("DEL").arg(&key).ignore();
-                }
-            }
-            if !matches!(change, Change::Stored { .. }) {
-                let message = format!("{:016x}\t{fingerprint:016x}\t{value}", self.instance);
-                batch.cmd("PUBLISH").arg(CHANNEL).arg(message).ignore();
-            }
-        }
-        match self.send(conn, &batch).await {
-            Ok(()) => {
-                self.counters.writes.fetch_add(changes.len() as u64, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                self.restore_pending(changes);
-                Err(format!("write failed: {e}"))
-            }
-        }
-    }
-
-    /// Writes changes every [`FLUSH_EVERY`] and applies other balancers'
-    /// messages, until Redis fails (the reason is returned) or `shutdown`.
+    /// Writes changes (refreshes every [`FLUSH_EVERY`], moves and ends at
+    /// once) and applies other balancers' messages, until Redis fails (the
+    /// reason is returned) or `shutdown`.
     async fn serve(
         &self,
         router: &Router,
@@ -486,7 +416,13 @@ impl RedisStore {
                         return e;
                     }
                 }
+                _ = self.urgent.notified() => {
+                    if let Err(e) = self.flush(router, &mut conn).await {
+                        return e;
+                    }
+                }
                 message = messages.next() => match message {
+                    Some(m) if m.get_channel_name() == EVENTS => self.hear(m.get_payload_bytes()),
                     Some(m) => self.apply(router, m.get_payload_bytes()),
                     None => return "the subscription closed".into(),
                 },
@@ -507,7 +443,38 @@ impl RedisStore {
         }
     }
 
-    /// Applies another balancer's move or end; garbage is ignored.
+    /// Queues a topology action made here, to be told to the other
+    /// balancers' event logs with the next write.
+    pub fn announce(&self, text: &str) {
+        let mut queue = self.announcements.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() == MAX_ANNOUNCEMENTS {
+            queue.pop_front();
+        }
+        queue.push_back(format!("{:016x}\t{}\t{text}", self.instance, self.label));
+        drop(queue);
+        self.urgent.notify_one();
+    }
+
+    /// The topology actions waiting to be told.
+    fn take_announcements(&self) -> Vec<String> {
+        let mut queue = self.announcements.lock().unwrap_or_else(|e| e.into_inner());
+        queue.drain(..).collect()
+    }
+
+    /// Shows another balancer's topology action in this one's event log.
+    fn hear(&self, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else { return };
+        let mut parts = text.splitn(3, '\t');
+        let (Some(instance), Some(label), Some(text)) = (parts.next(), parts.next(), parts.next()) else {
+            return;
+        };
+        if u64::from_str_radix(instance, 16) != Ok(self.instance) {
+            self.bus.publish(BusEvent::Command(format!("balancer {label}: {text}")));
+        }
+    }
+
+    /// Applies another balancer's move or end, if newer than what the table
+    /// holds; garbage is ignored.
     fn apply(&self, router: &Router, payload: &[u8]) {
         let Ok(text) = std::str::from_utf8(payload) else { return };
         let mut parts = text.splitn(3, '\t');
@@ -521,37 +488,57 @@ impl RedisStore {
         if instance == self.instance {
             return;
         }
-        let changed = match StoredSession::parse(value) {
-            Some(session) => router.follow(fingerprint, &session.backend),
-            None if value.is_empty() => router.forget(fingerprint),
-            None => false,
+        let changed = match (StoredSession::parse(value), value.strip_prefix("\t\t")) {
+            (Some(session), _) => router.follow(fingerprint, &session.backend, session.version),
+            (None, Some(version)) => router.forget(fingerprint, version.parse().unwrap_or(0)),
+            (None, None) => false,
         };
         if changed {
-            self.counters.remote_updates.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Asks the store about a key the local table missed and takes in what
-    /// it knows. Returns whether the table changed.
-    pub async fn fill(&self, router: &Router, domain: KeyDomain, fingerprint: u64, now: Timestamp) -> bool {
-        match self.lookup(fingerprint).await {
-            Some(s) => router.adopt(domain, fingerprint, s.position, &s.backend, now),
-            None => false,
+            inc(&self.counters.remote_updates);
         }
     }
 }
 
 impl SessionMirror for RedisStore {
-    fn stored(&self, _domain: KeyDomain, fingerprint: u64, position: u32, backend: BackendId) {
-        self.record(fingerprint, Change::Stored { position, backend });
+    fn stored(&self, domain: KeyDomain, fingerprint: u64, position: u32, backend: BackendId, why: Stored) {
+        let change = match why {
+            Stored::Learned => Change::Asserted {
+                domain,
+                position,
+                backend,
+            },
+            // A balancer cookie routes on its own: only its moves are shared.
+            _ if domain == KeyDomain::Cookie => return,
+            _ => Change::Stored {
+                domain,
+                position,
+                backend,
+            },
+        };
+        self.record(fingerprint, change);
     }
 
-    fn moved(&self, _domain: KeyDomain, fingerprint: u64, position: u32, backend: BackendId) {
-        self.record(fingerprint, Change::Moved { position, backend });
+    fn moved(&self, domain: KeyDomain, fingerprint: u64, position: u32, from: Option<BackendId>, to: BackendId) {
+        let change = match from {
+            Some(from) => Change::Moved {
+                domain,
+                position,
+                from,
+                to,
+            },
+            None => Change::Asserted {
+                domain,
+                position,
+                backend: to,
+            },
+        };
+        self.record(fingerprint, change);
+        self.urgent.notify_one();
     }
 
     fn ended(&self, _domain: KeyDomain, fingerprint: u64) {
         self.record(fingerprint, Change::Ended);
+        self.urgent.notify_one();
     }
 }
 
@@ -564,9 +551,12 @@ mod tests {
         let api2 = Some(StoredSession {
             backend: "api-2".into(),
             position: 12345,
+            version: 0,
         });
         assert_eq!(StoredSession::parse("api-2\t12345"), api2);
         assert_eq!(StoredSession::parse("api-2\t12345\tan old label"), api2);
+        let versioned = StoredSession::parse("api-2\t12345\t4000000000").unwrap();
+        assert_eq!((versioned.position, versioned.version), (12345, 4_000_000_000));
         for bad in ["", "api-2", "api-2\tx\ty", "\t1\tz", "api-2\t99999999999\t"] {
             assert_eq!(StoredSession::parse(bad), None, "{bad:?}");
         }
