@@ -63,7 +63,9 @@ impl Proxy {
             )
         } else {
             match request::check(req.method(), req.uri(), req.version(), req.headers()) {
-                Ok(()) => self.forward(req, ctx).await,
+                // Boxed: the exchange's state is large, and hyper moves the
+                // service's future into place for each request.
+                Ok(()) => Box::pin(self.forward(req, ctx)).await,
                 Err(refusal) => self.refused(refusal),
             }
         };

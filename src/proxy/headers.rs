@@ -43,6 +43,14 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// never `Host`, which no hop may take away. An upgrade keeps
 /// `Connection: upgrade` and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most heads carry none: one pass over the names finds out, with no
+    // lookup (a lookup hashes the name).
+    let any = headers
+        .keys()
+        .any(|name| *name == header::UPGRADE || HOP_BY_HOP.iter().any(|hop| hop == name));
+    if !any {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter_map(|t| HeaderName::from_bytes(t).ok())
@@ -89,11 +97,20 @@ pub fn peer_value(peer: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value")
 }
 
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// Adds the peer (see [`peer_value`]) to `X-Forwarded-For` — every hop the
 /// request already lists is kept, in order, in one field — and sets
-/// `X-Forwarded-Proto`.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue) {
-    let xff = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`; `present`: the request has the field already.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, present: bool) {
+    let xff = X_FORWARDED_FOR;
+    if !present {
+        headers.insert(xff, peer.clone());
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        return;
+    }
     let mut prior = headers.get_all(&xff).iter();
     let value = match (prior.next(), prior.next()) {
         (None, _) => Some(peer.clone()),
@@ -111,10 +128,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue) {
     if let Some(v) = value {
         headers.insert(xff, v);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
 
 fn join(parts: &[&[u8]]) -> Option<HeaderValue> {
@@ -244,7 +258,7 @@ mod tests {
     #[test]
     fn every_forwarded_hop_is_kept_in_one_field() {
         let mut h = map(&[("x-forwarded-for", "192.0.2.1"), ("x-forwarded-for", " 192.0.2.2 ")]);
-        add_forwarded(&mut h, &peer_value("127.0.0.1".parse().unwrap()));
+        add_forwarded(&mut h, &peer_value("127.0.0.1".parse().unwrap()), true);
         let all: Vec<&str> = h
             .get_all("x-forwarded-for")
             .iter()
@@ -278,11 +292,11 @@ mod tests {
     fn forwarded_headers_append() {
         let mut h = map(&[("x-forwarded-for", "203.0.113.50")]);
         let peer = peer_value("127.0.0.1".parse().unwrap());
-        add_forwarded(&mut h, &peer);
+        add_forwarded(&mut h, &peer, true);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.50, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         let mut fresh = HeaderMap::new();
-        add_forwarded(&mut fresh, &peer_value("::1".parse().unwrap()));
+        add_forwarded(&mut fresh, &peer_value("::1".parse().unwrap()), false);
         assert_eq!(fresh.get("x-forwarded-for").unwrap(), "::1");
     }
 

@@ -126,31 +126,38 @@ pub fn normalise(
     fallback_host: &HeaderValue,
 ) -> Facts {
     let h = &mut parts.headers;
-    let chunked = h.contains_key(header::TRANSFER_ENCODING);
-    let length = h
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let seen = Present::of(h);
+    let length = if seen.content_length {
+        h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    } else {
+        None
+    };
+    let has = |token: &str| seen.connection && headers::connection_has(h, token);
     let facts = Facts {
-        framing: match (chunked, length) {
+        framing: match (seen.transfer_encoding, length) {
             (true, _) => Framing::Chunked,
             (false, Some(n)) => Framing::Length(n),
             (false, None) => Framing::None,
         },
-        upgrade: headers::is_upgrade(h),
+        upgrade: seen.upgrade && has("upgrade"),
         http10: parts.version == Version::HTTP_10,
-        trailers: headers::te_trailers(h),
-        close: headers::connection_has(h, "close")
-            || (parts.version == Version::HTTP_10 && !headers::connection_has(h, "keep-alive")),
+        trailers: seen.te && headers::te_trailers(h),
+        close: has("close") || (parts.version == Version::HTTP_10 && !has("keep-alive")),
         idempotent: matches!(
             parts.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
         ),
     };
     headers::strip_hop_by_hop(h, facts.upgrade);
-    h.remove(header::CONTENT_LENGTH);
-    headers::strip_cookie(h, cookie_name);
-    headers::add_forwarded(h, forwarded_for);
+    if seen.content_length {
+        h.remove(header::CONTENT_LENGTH);
+    }
+    if seen.cookie {
+        headers::strip_cookie(h, cookie_name);
+    }
+    headers::add_forwarded(h, forwarded_for, seen.forwarded_for);
     h.append(header::VIA, via.clone());
     if facts.trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -160,11 +167,46 @@ pub fn normalise(
         if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
             h.insert(header::HOST, v);
         }
-    } else if !h.contains_key(header::HOST) {
+    } else if !seen.host {
         h.insert(header::HOST, fallback_host.clone());
     }
     parts.version = Version::HTTP_11;
     facts
+}
+
+/// Which of the fields `normalise` reads or rewrites a head has, found in
+/// one pass over its names: a lookup hashes the name, a comparison of
+/// well-known names does not.
+#[derive(Debug, Default)]
+struct Present {
+    connection: bool,
+    upgrade: bool,
+    te: bool,
+    transfer_encoding: bool,
+    content_length: bool,
+    cookie: bool,
+    host: bool,
+    forwarded_for: bool,
+}
+
+impl Present {
+    fn of(h: &http::HeaderMap) -> Present {
+        let mut p = Present::default();
+        for name in h.keys() {
+            match name {
+                n if *n == header::CONNECTION => p.connection = true,
+                n if *n == header::UPGRADE => p.upgrade = true,
+                n if *n == header::TE => p.te = true,
+                n if *n == header::TRANSFER_ENCODING => p.transfer_encoding = true,
+                n if *n == header::CONTENT_LENGTH => p.content_length = true,
+                n if *n == header::COOKIE => p.cookie = true,
+                n if *n == header::HOST => p.host = true,
+                n if *n == headers::X_FORWARDED_FOR => p.forwarded_for = true,
+                _ => {}
+            }
+        }
+        p
+    }
 }
 
 /// The origin-form target the backend gets (`*` stays `*`).

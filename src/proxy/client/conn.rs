@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode};
 use hyper::body::{Body, Frame};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::body::ResponseBody;
@@ -107,10 +108,17 @@ impl Connection {
         self.stream.local_addr()
     }
 
-    /// True when an idle connection still looks open: a non-blocking read
-    /// finds nothing to read (an EOF, an error, or bytes the backend should
-    /// not have sent all mean it is unusable).
+    /// True when an idle connection still looks open: nothing arrived on
+    /// it since its last read (an EOF, a reset, or bytes the backend should
+    /// not have sent all mean it is unusable). Asked of the runtime's
+    /// readiness first, which costs no system call: the last read of an
+    /// exchange drained the socket and cleared it (see [`Self::poll_fill`]),
+    /// so only an event since sets it. Set, a non-blocking read decides.
     pub(super) fn is_alive(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
@@ -131,6 +139,15 @@ impl Connection {
             ready!(self.stream.poll_read_ready(cx))?;
             match self.stream.try_read_buf(&mut (&mut self.buf).limit(room)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Ok(n) if n > 0 && n < room => {
+                    // A short read drained the socket (as tokio's own reads
+                    // assume on epoll): clear the readiness now, so that an
+                    // idle connection is checked without a read of its own.
+                    let _ = self
+                        .stream
+                        .try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                    return Poll::Ready(Ok(n));
+                }
                 r => return Poll::Ready(r),
             }
         }

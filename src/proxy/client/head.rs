@@ -2,6 +2,8 @@
 //! head parsed with `httparse` into an `http::HeaderMap` whose values are
 //! slices of one copy of the head (RFC 9112 §6.3 framing decided here).
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
@@ -157,9 +159,11 @@ fn parser() -> httparse::ParserConfig {
 /// when it is not valid.
 pub(super) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, &'static str> {
     let buf = &buf[..buf.len().min(MAX_HEAD)];
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut fields);
-    let len = match parser().parse_response(&mut res, buf) {
+    // Left uninitialised: httparse fills what it parses (no 4 KiB to clear
+    // on every read of a head).
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match parser().parse_response_with_uninit_headers(&mut res, buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err("more than 128 header fields"),

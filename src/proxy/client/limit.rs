@@ -1,12 +1,14 @@
 //! A cap on one backend's requests in flight, shared by every proxy thread
 //! (HAProxy's server `maxconn`): past the cap, requests wait in a bounded
 //! FIFO queue until a [`Permit`] is dropped or their queue timeout passes.
-//! The lock is held only for bookkeeping, never across an await; a waiter
-//! that times out or is dropped leaves the queue.
+//! While nobody waits a permit costs one atomic step each way; the lock is
+//! taken only when someone waits, for bookkeeping, never across an await. A
+//! waiter that times out or is dropped leaves the queue.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -28,33 +30,70 @@ pub enum QueueError {
 /// The cap of one backend; clones share it.
 #[derive(Debug, Clone)]
 pub struct ConnLimit {
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
+}
+
+/// The count of permits out is an atomic: while nobody waits, a permit is
+/// taken and given back with one atomic step each, no lock. The queue and
+/// its bookkeeping sit behind the lock, taken only when someone waits.
+#[derive(Debug)]
+struct Shared {
+    max: AtomicUsize,
+    in_use: AtomicUsize,
+    /// The queue's length, read without the lock.
+    waiting: AtomicUsize,
+    queue: Mutex<Queue>,
 }
 
 #[derive(Debug)]
-struct State {
-    max: usize,
+struct Queue {
     max_queue: usize,
-    in_use: usize,
     /// Waiters in arrival order (ids ascend), with their wakers once polled.
-    queue: VecDeque<(u64, Option<Waker>)>,
+    waiters: VecDeque<(u64, Option<Waker>)>,
     /// Waiters handed a permit they have not picked up yet.
     granted: Vec<u64>,
     next_id: u64,
 }
 
-impl State {
-    /// Hands a free permit, if any, to the first waiter; returns its waker
-    /// (`None` when nothing was granted, `Some(None)` for a waiter not
-    /// polled yet).
-    fn grant(&mut self) -> Option<Option<Waker>> {
-        if self.in_use >= self.max {
-            return None;
+impl Shared {
+    /// Takes a permit if fewer than `max` are out.
+    fn try_take(&self) -> bool {
+        let max = self.max.load(Ordering::SeqCst);
+        self.in_use
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands free permits to the first waiters; returns their wakers, to be
+    /// woken once the lock is let go.
+    fn grant(&self, q: &mut Queue) -> Vec<Waker> {
+        let mut woken = Vec::new();
+        while !q.waiters.is_empty() && self.try_take() {
+            if let Some((id, waker)) = q.waiters.pop_front() {
+                q.granted.push(id);
+                woken.extend(waker);
+            }
         }
-        let (id, waker) = self.queue.pop_front()?;
-        self.in_use += 1;
-        self.granted.push(id);
-        Some(waker)
+        self.waiting.store(q.waiters.len(), Ordering::SeqCst);
+        woken
+    }
+
+    /// Gives back one permit; a waiter, if any, gets it.
+    fn release(&self) {
+        self.in_use.fetch_sub(1, Ordering::SeqCst);
+        // Seen after the count went down: a waiter that queued before it is
+        // granted here, one that queues after it finds the permit itself.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let woken = {
+                let mut q = self.lock();
+                self.grant(&mut q)
+            };
+            woken.into_iter().for_each(Waker::wake);
+        }
     }
 }
 
@@ -67,43 +106,52 @@ impl ConnLimit {
     /// At most `max` permits out and `max_queue` waiters.
     pub fn with_queue(max: usize, max_queue: usize) -> Self {
         ConnLimit {
-            state: Arc::new(Mutex::new(State {
-                max,
-                max_queue,
-                in_use: 0,
-                queue: VecDeque::new(),
-                granted: Vec::new(),
-                next_id: 0,
-            })),
+            shared: Arc::new(Shared {
+                max: AtomicUsize::new(max),
+                in_use: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
+                queue: Mutex::new(Queue {
+                    max_queue,
+                    waiters: VecDeque::new(),
+                    granted: Vec::new(),
+                    next_id: 0,
+                }),
+            }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+    fn permit(&self) -> Permit {
+        Permit {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// A permit: at once while fewer than `max` are out and nobody waits,
     /// else after the waiters before it, within `queue_timeout`. The future
     /// takes its place in the queue when first polled.
     pub async fn acquire(&self, queue_timeout: Duration) -> Result<Permit, QueueError> {
-        let id = {
-            let mut s = self.lock();
-            if s.queue.is_empty() && s.in_use < s.max {
-                s.in_use += 1;
-                return Ok(Permit {
-                    state: Arc::clone(&self.state),
-                });
+        let shared = &self.shared;
+        if shared.waiting.load(Ordering::SeqCst) == 0 && shared.try_take() {
+            return Ok(self.permit());
+        }
+        let (id, woken) = {
+            let mut q = shared.lock();
+            if q.waiters.is_empty() && shared.try_take() {
+                return Ok(self.permit());
             }
-            if s.queue.len() >= s.max_queue {
+            if q.waiters.len() >= q.max_queue {
                 return Err(QueueError::Full);
             }
-            let id = s.next_id;
-            s.next_id += 1;
-            s.queue.push_back((id, None));
-            id
+            let id = q.next_id;
+            q.next_id += 1;
+            q.waiters.push_back((id, None));
+            // A permit given back since the try above finds no waiter
+            // counted yet: hand it out now.
+            (id, shared.grant(&mut q))
         };
+        woken.into_iter().for_each(Waker::wake);
         let waiter = Waiter {
-            state: Arc::clone(&self.state),
+            shared: Arc::clone(shared),
             id,
             done: false,
         };
@@ -114,60 +162,45 @@ impl ConnLimit {
 
     /// Changes the cap; waiters get the permits a raise frees at once.
     pub fn set_max(&self, max: usize) {
-        self.lock().max = max;
-        // One at a time, each waker woken outside the lock.
-        while let Some(waker) = self.lock().grant() {
-            waker.into_iter().for_each(Waker::wake);
-        }
+        self.shared.max.store(max, Ordering::SeqCst);
+        let woken = {
+            let mut q = self.shared.lock();
+            self.shared.grant(&mut q)
+        };
+        woken.into_iter().for_each(Waker::wake);
     }
 
     /// The cap.
     pub fn max(&self) -> usize {
-        self.lock().max
+        self.shared.max.load(Ordering::Relaxed)
     }
 
     /// Permits out now.
     pub fn in_use(&self) -> usize {
-        self.lock().in_use
+        self.shared.in_use.load(Ordering::Relaxed)
     }
 
     /// Waiters now.
     pub fn queued(&self) -> usize {
-        self.lock().queue.len()
-    }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Gives back one permit and wakes the waiter it goes to.
-fn release(state: &Mutex<State>) {
-    let granted = {
-        let mut s = lock(state);
-        s.in_use = s.in_use.saturating_sub(1);
-        s.grant()
-    };
-    if let Some(Some(waker)) = granted {
-        waker.wake();
+        self.shared.waiting.load(Ordering::Relaxed)
     }
 }
 
 /// One request in flight on the backend; dropping it frees the place.
 #[derive(Debug)]
 pub struct Permit {
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        release(&self.state);
+        self.shared.release();
     }
 }
 
 /// A place in the queue.
 struct Waiter {
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
     id: u64,
     done: bool,
 }
@@ -177,17 +210,17 @@ impl Future for Waiter {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Permit> {
         let this = &mut *self;
-        let mut s = lock(&this.state);
-        if let Some(i) = s.granted.iter().position(|&g| g == this.id) {
-            s.granted.swap_remove(i);
-            drop(s);
+        let mut q = this.shared.lock();
+        if let Some(i) = q.granted.iter().position(|&g| g == this.id) {
+            q.granted.swap_remove(i);
+            drop(q);
             this.done = true;
             return Poll::Ready(Permit {
-                state: Arc::clone(&this.state),
+                shared: Arc::clone(&this.shared),
             });
         }
-        if let Ok(i) = s.queue.binary_search_by_key(&this.id, |e| e.0) {
-            match &mut s.queue[i].1 {
+        if let Ok(i) = q.waiters.binary_search_by_key(&this.id, |e| e.0) {
+            match &mut q.waiters[i].1 {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
             }
@@ -201,14 +234,15 @@ impl Drop for Waiter {
         if self.done {
             return;
         }
-        let mut s = lock(&self.state);
-        if let Some(i) = s.granted.iter().position(|&g| g == self.id) {
+        let mut q = self.shared.lock();
+        if let Some(i) = q.granted.iter().position(|&g| g == self.id) {
             // Granted but never picked up: pass the permit on.
-            s.granted.swap_remove(i);
-            drop(s);
-            release(&self.state);
-        } else if let Ok(i) = s.queue.binary_search_by_key(&self.id, |e| e.0) {
-            s.queue.remove(i);
+            q.granted.swap_remove(i);
+            drop(q);
+            self.shared.release();
+        } else if let Ok(i) = q.waiters.binary_search_by_key(&self.id, |e| e.0) {
+            q.waiters.remove(i);
+            self.shared.waiting.store(q.waiters.len(), Ordering::SeqCst);
         }
     }
 }
@@ -344,5 +378,42 @@ mod tests {
         assert_eq!(limit.in_use(), 1);
         drop(got);
         assert_eq!(limit.in_use(), 0);
+    }
+
+    #[test]
+    fn threads_racing_for_two_permits_never_hold_three_and_all_get_theirs() {
+        let limit = ConnLimit::with_queue(2, 64);
+        let holding = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (limit, holding, most) = (limit.clone(), Arc::clone(&holding), Arc::clone(&most));
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        for _ in 0..2000 {
+                            let permit = limit.acquire(LONG).await.expect("a permit within the bound");
+                            let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            holding.fetch_sub(1, Ordering::SeqCst);
+                            drop(permit);
+                        }
+                    });
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(
+            most.load(Ordering::SeqCst) <= 2,
+            "{} held at once",
+            most.load(Ordering::SeqCst)
+        );
+        assert_eq!((limit.in_use(), limit.queued()), (0, 0));
     }
 }

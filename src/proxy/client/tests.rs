@@ -535,6 +535,44 @@ async fn bytes_past_the_response_make_the_connection_unusable() {
     tokio::join!(script, client);
 }
 
+#[tokio::test]
+async fn bytes_that_arrive_while_idle_make_the_connection_unusable() {
+    let backend = Backend::new().await;
+    let pool = backend.pool(Timeouts::default());
+    let (idle_tx, idle_rx) = tokio::sync::oneshot::channel::<()>();
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
+    let script = async {
+        let mut peer = backend.accept().await;
+        peer.head().await;
+        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").await;
+        idle_rx.await.unwrap();
+        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale").await;
+        sent_tx.send(()).unwrap();
+        let mut second = backend.accept().await;
+        second.head().await;
+        second.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh").await;
+        (peer, second)
+    };
+    let client = async {
+        let r = response(get(pool.checkout().await.unwrap(), "/").await.unwrap());
+        assert_eq!(read_all(r.into_body()).await.unwrap().0, "hi");
+        assert_eq!(pool.idle(), 1);
+        idle_tx.send(()).unwrap();
+        sent_rx.await.unwrap();
+        tokio::task::yield_now().await;
+        let conn = pool.checkout().await.unwrap();
+        assert!(!conn.is_reused(), "a connection that spoke while idle is dropped");
+        let r = response(get(conn, "/").await.unwrap());
+        assert_eq!(
+            read_all(r.into_body()).await.unwrap().0,
+            "fresh",
+            "never the unasked answer"
+        );
+    };
+    let ((mut peer, _second), ()) = tokio::join!(script, client);
+    peer.expect_eof().await;
+}
+
 // ---- request bodies -------------------------------------------------------
 
 #[tokio::test]
@@ -796,6 +834,9 @@ async fn a_connection_closed_while_idle_is_discarded_on_checkout() {
         drop(r);
         assert_eq!(pool.idle(), 1);
         closed_rx.await.unwrap();
+        // Once the runtime has seen the socket's events, as it has between
+        // any two requests under load.
+        tokio::task::yield_now().await;
         let conn = pool.checkout().await.unwrap();
         assert!(!conn.is_reused(), "the closed one was dropped");
         assert_eq!(pool.idle(), 0);
