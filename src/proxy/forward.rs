@@ -91,7 +91,7 @@ impl Proxy {
 
     async fn forward(&self, req: Request<Incoming>, ctx: &ClientCtx) -> Response<ProxyBody> {
         let now = self.clock.now();
-        let settings = self.settings.load_full();
+        let settings = self.settings_here();
         let key = self.router.read_request(&RequestView {
             headers: req.headers(),
             query: req.uri().query(),

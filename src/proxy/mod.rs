@@ -179,12 +179,29 @@ impl ConnCap {
     }
 }
 
+/// The settings, alone on their cache lines (see [`Proxy::settings_here`]).
+#[derive(Debug)]
+#[repr(align(128))]
+struct ThreadSettings(ProxySettings);
+
+impl std::ops::Deref for ThreadSettings {
+    type Target = ProxySettings;
+
+    fn deref(&self) -> &ProxySettings {
+        &self.0
+    }
+}
+
 /// The proxy and everything its requests need.
 pub struct Proxy {
     router: Arc<Router>,
     upstreams: Arc<Upstreams>,
     clock: Clock,
     settings: ArcSwap<ProxySettings>,
+    /// A copy of the settings per proxy thread (by its counter slot): a
+    /// request takes a reference to its thread's own copy, so the threads
+    /// never write to one reference count.
+    local: Box<[ArcSwap<ThreadSettings>]>,
     health: Arc<dyn PassiveHealth>,
     store: Option<Arc<RedisStore>>,
     stats: ProxyStats,
@@ -218,6 +235,9 @@ impl Proxy {
             router,
             upstreams,
             clock,
+            local: (0..crate::counter::SLOTS)
+                .map(|_| ArcSwap::from_pointee(ThreadSettings(settings.clone())))
+                .collect(),
             settings: ArcSwap::from_pointee(settings),
             health,
             store,
@@ -240,7 +260,15 @@ impl Proxy {
     /// Replaces the settings (a configuration reload); requests and
     /// connections that start from now on use them.
     pub fn set_settings(&self, settings: ProxySettings) {
+        for local in &self.local {
+            local.store(Arc::new(ThreadSettings(settings.clone())));
+        }
         self.settings.store(Arc::new(settings));
+    }
+
+    /// This thread's copy of the settings.
+    fn settings_here(&self) -> Arc<ThreadSettings> {
+        self.local[crate::counter::slot()].load_full()
     }
 
     /// Zeroes the answer counters (a lesson starts afresh); gauges stay.

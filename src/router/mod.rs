@@ -30,10 +30,11 @@ mod sync;
 pub mod topology;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+
+use crate::counter::Counter;
 
 pub use backend::{Backend, BackendId, BackendSpec, BackendState};
 pub use event::{Event, EventSink, NullSink, SessionEnd, Via};
@@ -313,35 +314,35 @@ impl Route {
 #[derive(Debug, Default)]
 pub struct RouterStats {
     /// Sessions created.
-    pub created: AtomicU64,
+    pub created: Counter,
     /// Sessions expired after their idle timeout.
-    pub expired: AtomicU64,
+    pub expired: Counter,
     /// Sessions evicted because the table was full.
-    pub evicted: AtomicU64,
+    pub evicted: Counter,
     /// Sessions ended on purpose.
-    pub ended: AtomicU64,
+    pub ended: Counter,
     /// Sessions moved because their backend left.
-    pub reassigned: AtomicU64,
+    pub reassigned: Counter,
     /// Balancer cookies that failed verification.
-    pub forged_cookies: AtomicU64,
+    pub forged_cookies: Counter,
     /// Sessions taken in or moved from the session store.
-    pub synced: AtomicU64,
+    pub synced: Counter,
     /// Requests routed.
-    pub routed: AtomicU64,
+    pub routed: Counter,
     /// Requests for which no backend was available.
-    pub unroutable: AtomicU64,
+    pub unroutable: Counter,
     /// The last topology change's summary.
     pub last_remap: Mutex<Option<RemapSummary>>,
     /// The last topology change's sessions, sampled, with where each went.
     pub last_moves: Mutex<Option<Arc<Moves>>>,
 }
 
-fn get(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
+fn get(c: &Counter) -> u64 {
+    c.get()
 }
 
-fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+fn inc(c: &Counter) {
+    c.incr();
 }
 
 /// A plain copy of [`RouterStats`].
@@ -631,7 +632,7 @@ impl Router {
             &s.routed,
             &s.unroutable,
         ] {
-            c.store(0, Ordering::Relaxed);
+            c.reset();
         }
         for b in topo.members() {
             b.counters.requests.reset();

@@ -529,7 +529,7 @@ impl SessionTable {
         }
         let stats = &self.ledger.stats;
         if let Origin::Synced = origin {
-            stats.synced.fetch_add(1, Ordering::Relaxed);
+            stats.synced.incr();
         }
         if !self.is_active() {
             return;
@@ -540,14 +540,14 @@ impl SessionTable {
         };
         match origin {
             Origin::New | Origin::Learned => {
-                stats.created.fetch_add(1, Ordering::Relaxed);
+                stats.created.incr();
                 self.ledger.events.emit(Event::SessionCreated {
                     session,
                     backend: new.backend,
                 });
             }
             Origin::Moved(from) => {
-                stats.reassigned.fetch_add(1, Ordering::Relaxed);
+                stats.reassigned.incr();
                 self.ledger.events.emit(Event::SessionReassigned {
                     session,
                     from,
@@ -574,7 +574,7 @@ impl SessionTable {
                 SessionEnd::Evicted => &stats.evicted,
                 SessionEnd::Ended => &stats.ended,
             }
-            .fetch_add(1, Ordering::Relaxed);
+            .incr();
             self.ledger.events.emit(Event::SessionEnded {
                 session: info.name(),
                 backend: info.backend,
@@ -604,7 +604,7 @@ impl SessionTable {
         }
         if self.is_active() {
             if kind != MoveKind::Followed {
-                self.ledger.stats.reassigned.fetch_add(1, Ordering::Relaxed);
+                self.ledger.stats.reassigned.incr();
             }
             self.ledger.events.emit(Event::SessionReassigned {
                 session: before.name(),

@@ -4,8 +4,6 @@
 //! and news no newer than what the table holds is ignored: a message may
 //! arrive after this balancer read a later value.
 
-use std::sync::atomic::Ordering;
-
 use super::session::MoveKind;
 use super::{BackendId, Router};
 
@@ -48,7 +46,7 @@ impl Router {
         shard.set_version(fingerprint, version);
         if let Some(before) = shard.reassign(fingerprint, to, true) {
             table.record_move(&topo, &before, to, MoveKind::Followed);
-            self.ledger.stats.synced.fetch_add(1, Ordering::Relaxed);
+            self.ledger.stats.synced.incr();
         }
         Adoption::Changed
     }
@@ -77,7 +75,7 @@ impl Router {
                 return false;
             };
             table.record_move(&topo, &before, to, MoveKind::Followed);
-            self.ledger.stats.synced.fetch_add(1, Ordering::Relaxed);
+            self.ledger.stats.synced.incr();
             return true;
         }
         false

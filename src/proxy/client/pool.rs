@@ -57,8 +57,9 @@ struct Shared {
     config: PoolConfig,
     /// Bumped by `close_all`: connections of an older generation close.
     generation: AtomicU64,
-    /// Idle connections by slot (thread number modulo [`SLOTS`]).
-    idle: Box<[Mutex<Vec<Connection>>]>,
+    /// Idle connections by slot (thread number modulo [`SLOTS`]), each on
+    /// a cache line of its own: two threads' slots never share one.
+    idle: Box<[Slot]>,
     /// Calls of `purge_idle` so far (wrapping): a connection's idle age in purges.
     purges: AtomicU32,
 }
@@ -71,9 +72,15 @@ pub(super) struct Home {
     thread: u64,
 }
 
+/// One thread's idle list.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot(Mutex<Vec<Connection>>);
+
 impl Shared {
     fn slot(&self, thread: u64) -> MutexGuard<'_, Vec<Connection>> {
         self.idle[(thread % SLOTS as u64) as usize]
+            .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
@@ -87,7 +94,7 @@ impl Pool {
                 addr,
                 config,
                 generation: AtomicU64::new(0),
-                idle: (0..SLOTS).map(|_| Mutex::new(Vec::new())).collect(),
+                idle: (0..SLOTS).map(|_| Slot::default()).collect(),
                 purges: AtomicU32::new(0),
             }),
         }
@@ -144,7 +151,7 @@ impl Pool {
     pub fn close_all(&self) {
         self.shared.generation.fetch_add(1, Ordering::AcqRel);
         for slot in self.shared.idle.iter() {
-            let closing = std::mem::take(&mut *slot.lock().unwrap_or_else(|e| e.into_inner()));
+            let closing = std::mem::take(&mut *slot.0.lock().unwrap_or_else(|e| e.into_inner()));
             drop(closing);
         }
     }
@@ -156,7 +163,7 @@ impl Pool {
         let stale = |c: &Connection| now.wrapping_sub(c.idle_since_purge) >= after;
         let mut closed = Vec::new();
         for slot in self.shared.idle.iter() {
-            let mut idle = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let mut idle = slot.0.lock().unwrap_or_else(|e| e.into_inner());
             if idle.first().is_some_and(stale) {
                 // The list is oldest first: the stale ones lead it.
                 let n = idle.partition_point(stale);
@@ -172,7 +179,7 @@ impl Pool {
         self.shared
             .idle
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
     }
 }
