@@ -678,6 +678,20 @@ fn the_last_change_is_wrapped_never_cut_mid_word() {
 }
 
 #[test]
+fn a_backend_at_its_cap_shows_its_queue() {
+    let mut app = fixture();
+    let mut snapshot = app.scene().snapshot.clone();
+    snapshot.backends[0].in_use = 100;
+    snapshot.backends[0].queued = 7;
+    app.set_snapshot(snapshot.clone());
+    let screen = text(&app, (160, 48));
+    assert!(screen.contains("7 queued · 100/100 in use"), "{screen}");
+    snapshot.backends[0].queued = 0;
+    app.set_snapshot(snapshot);
+    assert!(text(&app, (160, 48)).contains("at its cap of 100"));
+}
+
+#[test]
 fn every_state_reads_without_colour() {
     let screen = text(&fixture(), (160, 48));
     for label in [

@@ -63,6 +63,12 @@ fn note(app: &App, b: &BackendView, with_health: bool) -> String {
         return format!("{}{} {left}s left", "█".repeat(filled), "░".repeat(6 - filled));
     }
     let mut parts = Vec::new();
+    // Past its cap (limits.max_conns_per_backend), requests wait in its queue.
+    if b.queued > 0 {
+        parts.push(format!("{} queued · {}/{} in use", b.queued, b.in_use, b.cap));
+    } else if b.cap > 0 && b.in_use >= b.cap {
+        parts.push(format!("at its cap of {}", b.cap));
+    }
     if failed && let Some(ms) = b.detected_after_ms {
         parts.push(format!("detected in {:.1}s", ms as f64 / 1000.0));
     }
