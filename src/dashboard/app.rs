@@ -1,16 +1,22 @@
 //! The dashboard's state and how keys change it. Pure: no terminal, no clock.
 //!
 //! What is shown lives in a [`Scene`], fed by snapshots and events; freezing
-//! keeps a copy of it. Popups (help, a confirmation, a picker) are modal:
-//! while one is open, keys act on it and nothing behind it.
+//! keeps a copy of it. Popups (help, a confirmation, a picker, a prompt, the
+//! lesson's report) are modal: while one is open, keys act on it and
+//! nothing behind it. What the engine must do besides commands — probe a
+//! key, follow a session, capture the screen, drive the lesson — is queued
+//! as a [`Request`] for the UI loop.
 
-use super::lesson::Lesson;
+use super::follow::Followed;
+use super::lesson::{LessonControl, LessonState};
+use super::moves::{MovesView, Watch};
 pub use super::scene::{HISTORY, LOG_LINES, LastRoute, LogKind, LogLine, Scene, SessionRow, Snapshot, Tick};
 use crate::bus::BusEvent;
 use crate::engine::Command;
 use crate::engine::view::BackendView;
 use crate::router::Placement;
 use crate::router::affinity::AffinityMode;
+use crate::router::probe::Probe;
 use crate::text::plural;
 
 /// How long a flash message stays, in seconds.
@@ -194,8 +200,59 @@ pub struct Confirm {
     pub question: String,
     /// What the action would do.
     pub detail: String,
-    /// The command a yes sends.
-    pub command: Command,
+    /// What a yes does.
+    pub yes: Yes,
+}
+
+/// What a yes to a [`Confirm`] does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Yes {
+    /// Sends an engine command.
+    Command(Command),
+    /// Replays the lesson from the start.
+    Replay,
+}
+
+impl Yes {
+    fn label(&self) -> String {
+        match self {
+            Yes::Command(c) => c.label(),
+            Yes::Replay => "replay".to_owned(),
+        }
+    }
+}
+
+/// What a prompt asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    /// A key to probe (`i`).
+    Probe,
+    /// A session or demo client to follow (`f`).
+    Follow,
+}
+
+/// A key probed, and what the router said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probed {
+    /// The key as typed.
+    pub key: String,
+    /// The probe, or why the key cannot be probed.
+    pub result: Result<Probe, String>,
+}
+
+/// What the UI loop does for the dashboard besides engine commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Probe a key (again at every snapshot while the prompt is open).
+    Probe(String),
+    /// Follow the session or demo client a text names.
+    Follow(String),
+    /// Stop following a session.
+    Unfollow(u64),
+    /// Save the next frame as SVG and text.
+    Capture,
+    /// Drive the lesson.
+    Lesson(LessonControl),
 }
 
 /// A modal box over the dashboard.
@@ -210,6 +267,26 @@ pub enum Popup {
     Confirm(Confirm),
     /// A list to pick from.
     Picker(Picker),
+    /// A line to type: a key to probe, a session to follow.
+    Prompt {
+        /// What it asks for.
+        kind: PromptKind,
+        /// The text typed.
+        input: String,
+        /// Lines of the answer scrolled past.
+        scroll: usize,
+    },
+    /// The lesson's opening card: what it teaches and its steps; the
+    /// lesson waits, paused, until it is closed.
+    Card {
+        /// Lines scrolled past.
+        scroll: usize,
+    },
+    /// The lesson's report, at its end (scrolls when it does not fit).
+    Report {
+        /// Lines scrolled past.
+        scroll: usize,
+    },
 }
 
 /// What keys act on now: the innermost thing open.
@@ -225,6 +302,10 @@ pub enum Mode {
     Confirm,
     /// A picker is open.
     Picker,
+    /// A prompt is being typed.
+    Prompt,
+    /// The lesson's opening card or its report is open.
+    Report,
 }
 
 /// Rows each scrollable thing showed at the last frame (for paging).
@@ -240,6 +321,10 @@ pub struct Viewport {
     pub help: usize,
     /// Help lines in all.
     pub help_total: usize,
+    /// Lines a popup's answer shows at once (probe, report).
+    pub popup: usize,
+    /// Lines of that answer in all.
+    pub popup_total: usize,
 }
 
 /// The dashboard's whole state.
@@ -268,7 +353,16 @@ pub struct App {
     /// The message about the last action.
     pub flash: Option<Flash>,
     /// The lesson running, under `ringside scenario --tui`.
-    pub lesson: Option<Lesson>,
+    pub lesson: Option<LessonState>,
+    /// The run whose report was shown already.
+    report_seen: u32,
+    /// The moved sessions highlighted, and their glide.
+    pub watch: Option<Watch>,
+    /// Modulo beside the ring (`%`).
+    pub modulo: bool,
+    /// The key probed, while its prompt is open.
+    pub probed: Option<Probed>,
+    requests: Vec<Request>,
     /// What the last frame could show.
     pub viewport: Viewport,
     /// Set on quit.
@@ -334,6 +428,28 @@ pub enum Msg {
     Back,
     /// Leave.
     Quit,
+    /// Watch the last change again (`w`).
+    Watch,
+    /// Modulo beside the ring, or not (`%`).
+    Modulo,
+    /// Open the probe prompt (`i`).
+    Probe,
+    /// Open the follow prompt (`f`).
+    Follow,
+    /// Capture the screen (`c`).
+    Capture,
+    /// A character typed into a prompt.
+    TypeChar(char),
+    /// Delete the prompt's last character.
+    TypeBack,
+    /// Submit the prompt (Enter).
+    Submit,
+    /// Pause or resume the lesson (`P`).
+    LessonPause,
+    /// The lesson's next step now; at its end, the report (`n`).
+    LessonStep,
+    /// Replay the lesson (`b`).
+    LessonReplay,
 }
 
 /// Operator actions, turned into engine commands with the current selection.
@@ -390,6 +506,11 @@ impl App {
             popup: None,
             flash: None,
             lesson: None,
+            report_seen: 0,
+            watch: None,
+            modulo: false,
+            probed: None,
+            requests: Vec::new(),
             viewport: Viewport::default(),
             quit: false,
             no_color,
@@ -418,9 +539,97 @@ impl App {
             Some(Popup::Help { .. }) => Mode::Help,
             Some(Popup::Confirm(_)) => Mode::Confirm,
             Some(Popup::Picker(_)) => Mode::Picker,
+            Some(Popup::Prompt { .. }) => Mode::Prompt,
+            Some(Popup::Card { .. } | Popup::Report { .. }) => Mode::Report,
             None if self.typing => Mode::Typing,
             None => Mode::Normal,
         }
+    }
+
+    /// The requests queued since the last call, in order.
+    pub fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
+    }
+
+    /// The key to probe again at each snapshot, while its prompt is open.
+    pub fn probing(&self) -> Option<&str> {
+        match (&self.popup, &self.probed) {
+            (
+                Some(Popup::Prompt {
+                    kind: PromptKind::Probe,
+                    ..
+                }),
+                Some(p),
+            ) => Some(&p.key),
+            _ => None,
+        }
+    }
+
+    /// What the router said of the key probed.
+    pub fn on_probe(&mut self, key: String, result: Result<Probe, String>) {
+        self.probed = Some(Probed { key, result });
+    }
+
+    /// The last topology change's moves; `glide` when it just happened.
+    pub fn set_moves(&mut self, moves: MovesView, glide: bool) {
+        if glide {
+            self.watch = Some(Watch::new(moves.generation));
+        }
+        self.live.moves = Some(moves);
+    }
+
+    /// The followed session's latest (`None` once it is followed no more).
+    pub fn set_followed(&mut self, followed: Option<Followed>) {
+        self.live.followed = followed;
+    }
+
+    /// The session followed now, by fingerprint.
+    pub fn following(&self) -> Option<u64> {
+        self.live.followed.as_ref().map(|f| f.fingerprint)
+    }
+
+    /// The watch of the change on screen, if it is watched.
+    pub fn watching(&self) -> Option<&Watch> {
+        let shown = self.scene().moves.as_ref()?.generation;
+        self.watch.as_ref().filter(|w| w.generation == shown)
+    }
+
+    /// True while a glide needs frames drawn.
+    pub fn animating(&self) -> bool {
+        self.watching().is_some_and(Watch::gliding)
+    }
+
+    /// A frame was drawn: the glide goes on.
+    pub fn tick_frame(&mut self) {
+        if self.animating()
+            && let Some(w) = &mut self.watch
+        {
+            w.advance();
+        }
+    }
+
+    /// The lesson's latest state. The first opens the lesson's card and
+    /// pauses it until the card is closed; each run's report opens once.
+    pub fn set_lesson(&mut self, state: LessonState) {
+        if self.lesson.is_none() && state.report.is_none() && self.popup.is_none() {
+            self.popup = Some(Popup::Card { scroll: 0 });
+            if !state.paused {
+                self.requests.push(Request::Lesson(LessonControl::Pause));
+            }
+        }
+        if state.report.is_some() && self.report_seen != state.run {
+            self.report_seen = state.run;
+            let (ok, all) = super::lesson::passed(&state);
+            if self.popup.is_none() && !self.typing {
+                self.popup = Some(Popup::Report { scroll: 0 });
+            }
+            let kind = if ok == all { FlashKind::Done } else { FlashKind::Refused };
+            self.flash(
+                kind,
+                format!("the lesson has ended: {ok} of {all} checks passed (n shows the report, b replays)"),
+            );
+        }
+        self.lesson = Some(state);
     }
 
     /// The selected backend, as shown.
@@ -439,9 +648,16 @@ impl App {
         self.live.on_event(event, at_secs, name);
     }
 
-    /// Once a second: rates for the sparklines; flash messages age.
+    /// Once a second: rates for the sparklines; flash messages and the
+    /// highlight of moved sessions age.
     pub fn tick_second(&mut self) {
         self.live.tick_second();
+        if let Some(w) = &mut self.watch
+            && !w.gliding()
+            && !w.tick_second()
+        {
+            self.watch = None;
+        }
         if let Some(f) = &mut self.flash {
             f.secs_left = f.secs_left.saturating_sub(1);
             if f.secs_left == 0 {
@@ -467,6 +683,8 @@ impl App {
                 if *command == Command::Restart {
                     self.live.restart();
                     self.frozen = None;
+                    self.watch = None;
+                    self.modulo = false;
                 }
                 self.flash(FlashKind::Done, text);
             }
@@ -491,6 +709,18 @@ impl App {
             }
             Some(Popup::Confirm(c)) => self.on_confirm(c, msg),
             Some(Popup::Picker(p)) => self.on_picker(p, msg),
+            Some(Popup::Prompt { kind, input, scroll }) => {
+                self.on_prompt(kind, input, scroll, msg);
+                None
+            }
+            Some(Popup::Report { scroll }) => {
+                self.popup = self.on_report(scroll, msg).map(|scroll| Popup::Report { scroll });
+                None
+            }
+            Some(Popup::Card { scroll }) => {
+                self.popup = self.on_card(scroll, msg).map(|scroll| Popup::Card { scroll });
+                None
+            }
             None if self.typing => {
                 self.on_typing(msg);
                 None
@@ -501,7 +731,14 @@ impl App {
 
     /// Esc: closes the innermost thing open; never quits.
     fn back(&mut self) {
-        if self.popup.take().is_some() {
+        if let Some(popup) = self.popup.take() {
+            self.probed = None;
+            if matches!(popup, Popup::Card { .. }) {
+                self.flash(
+                    FlashKind::Info,
+                    "the lesson waits, paused: P starts it, n does the next step now",
+                );
+            }
             return;
         }
         if self.typing || self.filter.is_some() {
@@ -514,6 +751,11 @@ impl App {
             self.log_scroll = 0;
         } else if self.focus != Panel::Backends {
             self.focus = Panel::Backends;
+        } else if self.modulo {
+            self.modulo = false;
+        } else if let Some(f) = self.live.followed.take() {
+            self.requests.push(Request::Unfollow(f.fingerprint));
+            self.flash(FlashKind::Info, format!("stopped following {}", f.label()));
         } else {
             self.flash(FlashKind::Info, "nothing to close; q quits");
         }
@@ -539,10 +781,106 @@ impl App {
 
     fn on_confirm(&mut self, c: Confirm, msg: Msg) -> Option<Command> {
         if msg == Msg::Yes {
-            return Some(c.command);
+            return match c.yes {
+                Yes::Command(command) => Some(command),
+                Yes::Replay => {
+                    self.requests.push(Request::Lesson(LessonControl::Replay));
+                    None
+                }
+            };
         }
-        self.flash(FlashKind::Info, format!("{}: not done", c.command.label()));
+        self.flash(FlashKind::Info, format!("{}: not done", c.yes.label()));
         None
+    }
+
+    fn on_prompt(&mut self, kind: PromptKind, mut input: String, scroll: usize, msg: Msg) {
+        let last = self.viewport.popup_total.saturating_sub(self.viewport.popup.max(1));
+        let page = self.viewport.popup.max(1);
+        let scroll = match msg {
+            Msg::TypeChar(c) => {
+                if input.chars().count() < 256 {
+                    input.push(c);
+                }
+                scroll
+            }
+            Msg::TypeBack => {
+                input.pop();
+                scroll
+            }
+            Msg::Submit => {
+                let text = input.trim().to_owned();
+                if text.is_empty() {
+                    self.flash(FlashKind::Info, "type a key first; Esc closes");
+                } else if kind == PromptKind::Probe {
+                    self.requests.push(Request::Probe(text));
+                } else {
+                    self.requests.push(Request::Follow(text));
+                    return;
+                }
+                0
+            }
+            Msg::Up => scroll.saturating_sub(1),
+            Msg::Down => scroll + 1,
+            Msg::PageUp => scroll.saturating_sub(page),
+            Msg::PageDown => scroll + page,
+            _ => scroll,
+        };
+        self.popup = Some(Popup::Prompt {
+            kind,
+            input,
+            scroll: scroll.min(last),
+        });
+    }
+
+    /// The report's keys; `None` closes it.
+    fn on_report(&mut self, scroll: usize, msg: Msg) -> Option<usize> {
+        match msg {
+            Msg::Yes | Msg::LessonStep => None,
+            Msg::LessonReplay => {
+                self.replay();
+                None
+            }
+            _ => Some(self.page_scroll(scroll, msg)),
+        }
+    }
+
+    /// The card's keys: Enter (or P) starts the lesson; `None` closes it.
+    fn on_card(&mut self, scroll: usize, msg: Msg) -> Option<usize> {
+        match msg {
+            Msg::Yes | Msg::LessonPause => {
+                self.requests.push(Request::Lesson(LessonControl::Resume));
+                self.flash(FlashKind::Info, "the lesson begins: P pauses, n does the next step now");
+                None
+            }
+            Msg::LessonStep => {
+                self.requests.push(Request::Lesson(LessonControl::Step));
+                None
+            }
+            Msg::LessonReplay => {
+                self.flash(
+                    FlashKind::Info,
+                    "the lesson waits, paused: P starts it, n does the next step now",
+                );
+                None
+            }
+            _ => Some(self.page_scroll(scroll, msg)),
+        }
+    }
+
+    /// A popup's scroll after a navigation key.
+    fn page_scroll(&self, scroll: usize, msg: Msg) -> usize {
+        let last = self.viewport.popup_total.saturating_sub(self.viewport.popup.max(1));
+        let page = self.viewport.popup.max(1);
+        let scroll = match msg {
+            Msg::Up => scroll.saturating_sub(1),
+            Msg::Down => scroll + 1,
+            Msg::PageUp => scroll.saturating_sub(page),
+            Msg::PageDown => scroll + page,
+            Msg::First => 0,
+            Msg::Last => last,
+            _ => scroll,
+        };
+        scroll.min(last)
     }
 
     fn on_picker(&mut self, mut p: Picker, msg: Msg) -> Option<Command> {
@@ -643,9 +981,114 @@ impl App {
                 self.filter.get_or_insert_with(String::new);
             }
             Msg::Act(action) => return self.act(action),
+            Msg::Watch => self.watch_again(),
+            Msg::Modulo => self.toggle_modulo(),
+            Msg::Probe => {
+                self.probed = None;
+                self.popup = Some(Popup::Prompt {
+                    kind: PromptKind::Probe,
+                    input: String::new(),
+                    scroll: 0,
+                });
+            }
+            Msg::Follow => {
+                let input = if self.focus == Panel::Sessions {
+                    self.visible_sessions()
+                        .get(self.session_scroll)
+                        .map(|s| s.client.clone().unwrap_or_else(|| s.key.clone()))
+                } else {
+                    None
+                };
+                // `client-0 +5`: the clients behind one address share a session.
+                let input = input.map(|i| i.split(' ').next().unwrap_or_default().to_owned());
+                self.popup = Some(Popup::Prompt {
+                    kind: PromptKind::Follow,
+                    input: input.unwrap_or_default(),
+                    scroll: 0,
+                });
+            }
+            Msg::Capture => self.requests.push(Request::Capture),
+            Msg::LessonPause | Msg::LessonStep | Msg::LessonReplay => self.lesson_key(msg),
             _ => {}
         }
         None
+    }
+
+    fn watch_again(&mut self) {
+        match &self.scene().moves {
+            Some(m) => {
+                let text = format!("watching the last change again: {}", m.headline);
+                self.watch = Some(Watch::new(m.generation));
+                self.flash(FlashKind::Info, text);
+            }
+            None => self.flash(
+                FlashKind::Info,
+                "no change to watch yet: kill (x), remove, add (a), reweight (+/-) or re-vnode (v) a backend",
+            ),
+        }
+    }
+
+    fn toggle_modulo(&mut self) {
+        if self.modulo {
+            self.modulo = false;
+            self.flash(FlashKind::Info, "the ring alone again");
+        } else if self.scene().moves.is_some() {
+            self.modulo = true;
+            self.flash(
+                FlashKind::Info,
+                "what the last change moved on a ring, beside what hash % N would have moved (% or Esc: back)",
+            );
+        } else {
+            self.flash(
+                FlashKind::Info,
+                "no change yet to compare: kill (x), add (a) or remove a backend first",
+            );
+        }
+    }
+
+    fn lesson_key(&mut self, msg: Msg) {
+        let Some(l) = &self.lesson else {
+            self.flash(
+                FlashKind::Info,
+                "no lesson runs: ringside scenario FILE --tui starts one",
+            );
+            return;
+        };
+        if l.resetting {
+            self.flash(FlashKind::Info, "the stage is being set again; a moment");
+            return;
+        }
+        let ended = l.report.is_some();
+        match msg {
+            Msg::LessonPause if ended => self.flash(FlashKind::Info, "the lesson has ended: b replays it"),
+            Msg::LessonPause if l.paused => {
+                self.requests.push(Request::Lesson(LessonControl::Resume));
+                self.flash(FlashKind::Info, "the lesson goes on");
+            }
+            Msg::LessonPause => {
+                self.requests.push(Request::Lesson(LessonControl::Pause));
+                self.flash(FlashKind::Info, "lesson paused: n does the next step now, P goes on");
+            }
+            Msg::LessonStep if ended => self.popup = Some(Popup::Report { scroll: 0 }),
+            Msg::LessonStep => self.requests.push(Request::Lesson(LessonControl::Step)),
+            _ if ended => self.replay(),
+            _ => {
+                self.popup = Some(Popup::Confirm(Confirm {
+                    question: "Replay the lesson from the start?".into(),
+                    detail: "The stage is set again as the scenario begins (backends, placement, affinity, \
+                             vnodes, traffic), every session and counter is forgotten, and the steps run again."
+                        .into(),
+                    yes: Yes::Replay,
+                }));
+            }
+        }
+    }
+
+    fn replay(&mut self) {
+        self.requests.push(Request::Lesson(LessonControl::Replay));
+        self.watch = None;
+        self.modulo = false;
+        self.flash(FlashKind::Info, "replaying the lesson: setting the stage again");
     }
 
     fn page(&self) -> usize {
@@ -737,7 +1180,7 @@ impl App {
                         "Its {} move to the next backends clockwise, and it comes back only if added again.",
                         plural(sessions, "session")
                     ),
-                    command: Command::Remove(name),
+                    yes: Yes::Command(Command::Remove(name)),
                 }));
                 return None;
             }
@@ -750,7 +1193,7 @@ impl App {
                          the backends stay as they are.",
                         plural(live, "session")
                     ),
-                    command: Command::Restart,
+                    yes: Yes::Command(Command::Restart),
                 }));
                 return None;
             }
