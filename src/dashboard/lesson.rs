@@ -53,7 +53,7 @@ pub fn status(l: &LessonState) -> String {
     let mark = if l.paused { "❚❚ paused" } else { "▶" };
     let now = match l.current.and_then(|i| l.steps.get(i).map(|s| (i, s))) {
         Some((i, s)) => format!("step {}/{total} at {:.0}s: {}", i + 1, s.at_secs, s.label),
-        None => format!("{:.0}s in, {total} steps to come", l.elapsed_secs),
+        None => format!("{:.0}s in, {total} steps to come", l.elapsed_secs.floor()),
     };
     let next = match l.next.and_then(|i| l.steps.get(i)) {
         Some(s) if l.paused => format!("n does the next now: {}", s.label),

@@ -188,8 +188,10 @@ async fn ui_loop(
     let mut events = Vec::new();
     let mut dirty = true;
     app.set_snapshot(snapshot(&shared));
-    // A change before the dashboard started is shown, not replayed.
-    if let Some(m) = moves_rx.as_mut().and_then(|r| r.borrow_and_update().clone()) {
+    // A change before the dashboard started is shown, not replayed; the
+    // backends joining at start, with no session yet, are no lesson.
+    let before = moves_rx.as_mut().and_then(|r| r.borrow_and_update().clone());
+    if let Some(m) = before.filter(|m| m.summary.sessions > 0) {
         app.set_moves(MovesView::new(&m, |id| shared.backend_name(id)), false);
     }
     if let Some(rx) = &mut lesson_rx {
