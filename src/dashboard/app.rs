@@ -836,6 +836,10 @@ impl App {
     fn on_report(&mut self, scroll: usize, msg: Msg) -> Option<usize> {
         match msg {
             Msg::Yes | Msg::LessonStep => None,
+            Msg::Capture => {
+                self.requests.push(Request::Capture);
+                Some(scroll)
+            }
             Msg::LessonReplay => {
                 self.replay();
                 None

@@ -34,10 +34,7 @@ impl Followed {
     pub fn login(&self) -> String {
         match self.history.lost_logins {
             0 => "its user kept their login".to_owned(),
-            n => format!(
-                "its user lost their login {} — the session lived in a server's memory",
-                plural(u64::from(n), "time")
-            ),
+            n => format!("its user lost their login ({})", plural(u64::from(n), "time")),
         }
     }
 

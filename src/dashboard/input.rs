@@ -126,6 +126,7 @@ fn key_message(key: &KeyEvent, mode: Mode) -> Option<Msg> {
             KeyCode::Char('P') => Some(Msg::LessonPause),
             KeyCode::Char('b') => Some(Msg::LessonReplay),
             KeyCode::Char('n') => Some(Msg::LessonStep),
+            KeyCode::Char('c') => Some(Msg::Capture),
             _ => navigation,
         },
         Mode::Picker => match key.code {
@@ -387,6 +388,11 @@ mod tests {
         // The report: scroll, replay, close.
         assert_eq!(m(KeyCode::Char('j'), Mode::Report), Some(Msg::Down));
         assert_eq!(m(KeyCode::Char('b'), Mode::Report), Some(Msg::LessonReplay));
+        assert_eq!(
+            m(KeyCode::Char('c'), Mode::Report),
+            Some(Msg::Capture),
+            "a report for a handout"
+        );
         assert_eq!(m(KeyCode::Esc, Mode::Report), Some(Msg::Back));
         assert_eq!(m(KeyCode::Char('x'), Mode::Report), None);
     }

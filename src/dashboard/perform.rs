@@ -59,7 +59,13 @@ pub fn probe(shared: &Shared, key: &str) -> Result<Probe, String> {
                 .probe(key.as_bytes(), Some(mode), now)
                 .map_err(|e| e.to_string())?;
             let in_force = shared.router.affinity().mode();
-            p.notes.insert(0, format!("not read as {in_force}: {why}"));
+            let short = match why {
+                ProbeError::NotOurCookie => "not a cookie this balancer sealed",
+                ProbeError::NotAnAddress => "not an address",
+                _ => "affinity none reads no key",
+            };
+            p.notes
+                .insert(0, format!("{short} ({in_force} is in force), so read as {mode}"));
             Ok(p)
         }
         other => other.map_err(|e| e.to_string()),

@@ -468,7 +468,7 @@ fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
                 ("j/k", "scroll"),
                 ("Esc", "close"),
             ],
-            _ => vec![("j/k", "scroll"), ("b", "replay"), ("Esc", "close")],
+            _ => vec![("j/k", "scroll"), ("b", "replay"), ("c", "capture"), ("Esc", "close")],
         },
         Mode::Normal => {
             let mut h = match app.focus {

@@ -6,6 +6,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use ratatui::style::Color;
+
 use ringside::bus::BusEvent;
 use ringside::dashboard::app::{App, FlashKind, Mode, Msg, PromptKind, Request, SessionRow};
 use ringside::dashboard::follow::Followed;
@@ -262,7 +264,7 @@ fn a_followed_client_is_marked_on_the_ring_with_its_history() {
         for needle in [
             "following client-7",
             "moved api-2 → api-1: api-2 was killed",
-            "lost their login 1 time",
+            "lost their login (1 time)",
         ] {
             assert!(screen.contains(needle), "{needle} at {w}×{h}:\n{screen}");
         }
@@ -442,16 +444,26 @@ fn each_view_fits_80x24_and_keeps_the_footer() {
     following.set_followed(Some(followed()));
     let mut lesson_app = fixture();
     lesson_app.set_lesson(lesson());
-    for (name, app) in [
-        ("watched", &watched),
-        ("modulo", &modulo),
-        ("probing", &probing),
-        ("following", &following),
-        ("lesson", &lesson_app),
-    ] {
+    let views = [
+        ("watched", watched, '●'),
+        ("modulo", modulo, '●'),
+        ("probing", probing, '▏'),
+        ("following", following, '◎'),
+        ("lesson", lesson_app, '▶'),
+    ];
+    for (name, app, _) in &views {
         for (w, h) in [(80, 24), (100, 30), (160, 48), (40, 12)] {
             let screen = text(app, (w, h));
             assert!(footer(&screen).ends_with("q quit"), "{name} at {w}×{h}:\n{screen}");
         }
+    }
+    // NO_COLOR: not one colour, and each view's mark still reads.
+    for (name, mut app, mark) in views {
+        app.no_color = true;
+        let terminal = render(&app, 80, 24);
+        for cell in terminal.backend().buffer().content() {
+            assert_eq!((cell.fg, cell.bg), (Color::Reset, Color::Reset), "{name}: {cell:?}");
+        }
+        assert!(text(&app, (80, 24)).contains(mark), "{name} without colour");
     }
 }
