@@ -61,7 +61,7 @@ fn happening(h: &Happening) -> (u64, String, bool) {
         ),
         Happening::Moved { at_ms, from, to, why } => (
             at_ms / 1000,
-            format!("moved {from} → {to}: {}", move_why(*why, from)),
+            format!("moved {from} → {to}{}", move_why(*why, from)),
             true,
         ),
         Happening::LostLogin { at_ms, backend } => (
@@ -78,13 +78,14 @@ fn happening(h: &Happening) -> (u64, String, bool) {
     }
 }
 
+/// Why it moved, after `moved api-2 → api-1` (short: the panel is narrow).
 fn move_why(why: MoveWhy, from: &str) -> String {
     match why {
-        MoveWhy::Killed => format!("{from} was killed"),
-        MoveWhy::Down => format!("{from} went down"),
-        MoveWhy::Removed => format!("{from} was removed"),
-        MoveWhy::Drained => format!("{from}'s drain ended"),
-        MoveWhy::Redispatch => format!("redispatch, a connect to {from} failed"),
+        MoveWhy::Killed => format!(": {from} killed"),
+        MoveWhy::Down => format!(": {from} down"),
+        MoveWhy::Removed => format!(": {from} removed"),
+        MoveWhy::Drained => format!(": {from} drained"),
+        MoveWhy::Redispatch => " by redispatch".to_owned(),
     }
 }
 

@@ -263,7 +263,7 @@ fn a_followed_client_is_marked_on_the_ring_with_its_history() {
         let screen = text(&app, (w, h));
         for needle in [
             "following client-7",
-            "moved api-2 → api-1: api-2 was killed",
+            "moved api-2 → api-1: api-2 killed",
             "lost their login (1 time)",
         ] {
             assert!(screen.contains(needle), "{needle} at {w}×{h}:\n{screen}");
