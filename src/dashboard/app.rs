@@ -5,18 +5,23 @@
 //! lesson's report) are modal: while one is open, keys act on it and
 //! nothing behind it. What the engine must do besides commands — probe a
 //! key, follow a session, capture the screen, drive the lesson — is queued
-//! as a [`Request`] for the UI loop.
+//! as a [`Request`] for the UI loop. The popups' state is in `popup`; the
+//! teaching views' keys in `teach`.
 
-use super::follow::Followed;
+mod popup;
+mod teach;
+
+pub use popup::{Confirm, Picker, PickerKind, Popup, Probed, PromptKind, Yes};
+pub use teach::Request;
+
 use super::lesson::{LessonControl, LessonState};
-use super::moves::{MovesView, Watch};
+use super::moves::Watch;
 pub use super::scene::{HISTORY, LOG_LINES, LastRoute, LogKind, LogLine, Scene, SessionRow, Snapshot, Tick};
 use crate::bus::BusEvent;
 use crate::engine::Command;
 use crate::engine::view::BackendView;
 use crate::router::Placement;
 use crate::router::affinity::AffinityMode;
-use crate::router::probe::Probe;
 use crate::text::plural;
 
 /// How long a flash message stays, in seconds.
@@ -117,176 +122,6 @@ pub struct Flash {
     /// Its colour and mark.
     pub kind: FlashKind,
     secs_left: u8,
-}
-
-/// What a picker picks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PickerKind {
-    /// The placement of new sessions.
-    Placement,
-    /// The affinity mode.
-    Affinity,
-}
-
-/// A small list to pick one of (`p`, `m`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Picker {
-    /// What it picks.
-    pub kind: PickerKind,
-    /// The highlighted item.
-    pub cursor: usize,
-    /// The item in force.
-    pub current: usize,
-}
-
-impl Picker {
-    /// Its title.
-    pub fn title(&self) -> &'static str {
-        match self.kind {
-            PickerKind::Placement => "placement of new sessions",
-            PickerKind::Affinity => "affinity: what requests are routed by",
-        }
-    }
-
-    /// Each item's name and what it does.
-    pub fn items(&self) -> Vec<(&'static str, &'static str)> {
-        match self.kind {
-            PickerKind::Placement => Placement::ALL
-                .iter()
-                .map(|p| (p.as_str(), placement_about(*p)))
-                .collect(),
-            PickerKind::Affinity => AffinityMode::ALL
-                .iter()
-                .map(|m| (m.as_str(), affinity_about(*m)))
-                .collect(),
-        }
-    }
-
-    fn command(&self, i: usize) -> Option<Command> {
-        match self.kind {
-            PickerKind::Placement => Placement::ALL.get(i).map(|p| Command::Placement(*p)),
-            PickerKind::Affinity => AffinityMode::ALL.get(i).map(|m| Command::Affinity(*m)),
-        }
-    }
-}
-
-fn placement_about(p: Placement) -> &'static str {
-    match p {
-        Placement::RoundRobin => "each backend in turn",
-        Placement::Weighted => "in turn, in proportion to weight",
-        Placement::LeastConn => "the fewest open connections",
-        Placement::P2c => "the less busy of two random backends",
-        Placement::IpModulo => "position % backends: remaps almost all",
-        Placement::Ring => "consistent hashing: next vnode clockwise",
-        Placement::BoundedRing => "consistent hashing, past full backends",
-    }
-}
-
-fn affinity_about(m: AffinityMode) -> &'static str {
-    match m {
-        AffinityMode::LbCookie => "the balancer's own cookie",
-        AffinityMode::AppCookie => "the application's session cookie",
-        AffinityMode::Header => "the X-Session-ID header",
-        AffinityMode::Query => "the ?session= parameter",
-        AffinityMode::SourceIp => "the client address (NAT shares one)",
-        AffinityMode::None => "nothing: every request placed afresh",
-    }
-}
-
-/// A question before a hard-to-undo action; the answer defaults to no.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Confirm {
-    /// The question, e.g. `Remove api-2 for good?`.
-    pub question: String,
-    /// What the action would do.
-    pub detail: String,
-    /// What a yes does.
-    pub yes: Yes,
-}
-
-/// What a yes to a [`Confirm`] does.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Yes {
-    /// Sends an engine command.
-    Command(Command),
-    /// Replays the lesson from the start.
-    Replay,
-}
-
-impl Yes {
-    fn label(&self) -> String {
-        match self {
-            Yes::Command(c) => c.label(),
-            Yes::Replay => "replay".to_owned(),
-        }
-    }
-}
-
-/// What a prompt asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PromptKind {
-    /// A key to probe (`i`).
-    Probe,
-    /// A session or demo client to follow (`f`).
-    Follow,
-}
-
-/// A key probed, and what the router said.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Probed {
-    /// The key as typed.
-    pub key: String,
-    /// The probe, or why the key cannot be probed.
-    pub result: Result<Probe, String>,
-}
-
-/// What the UI loop does for the dashboard besides engine commands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    /// Probe a key (again at every snapshot while the prompt is open).
-    Probe(String),
-    /// Follow the session or demo client a text names.
-    Follow(String),
-    /// Stop following a session.
-    Unfollow(u64),
-    /// Save the next frame as SVG and text.
-    Capture,
-    /// Drive the lesson.
-    Lesson(LessonControl),
-}
-
-/// A modal box over the dashboard.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Popup {
-    /// The keys and words (scrolls when it does not fit).
-    Help {
-        /// Lines scrolled past.
-        scroll: usize,
-    },
-    /// A yes/no question.
-    Confirm(Confirm),
-    /// A list to pick from.
-    Picker(Picker),
-    /// A line to type: a key to probe, a session to follow.
-    Prompt {
-        /// What it asks for.
-        kind: PromptKind,
-        /// The text typed.
-        input: String,
-        /// Lines of the answer scrolled past.
-        scroll: usize,
-    },
-    /// The lesson's opening card: what it teaches and its steps; the
-    /// lesson waits, paused, until it is closed.
-    Card {
-        /// Lines scrolled past.
-        scroll: usize,
-    },
-    /// The lesson's report, at its end (scrolls when it does not fit).
-    Report {
-        /// Lines scrolled past.
-        scroll: usize,
-    },
 }
 
 /// What keys act on now: the innermost thing open.
@@ -551,87 +386,6 @@ impl App {
         std::mem::take(&mut self.requests)
     }
 
-    /// The key to probe again at each snapshot, while its prompt is open.
-    pub fn probing(&self) -> Option<&str> {
-        match (&self.popup, &self.probed) {
-            (
-                Some(Popup::Prompt {
-                    kind: PromptKind::Probe,
-                    ..
-                }),
-                Some(p),
-            ) => Some(&p.key),
-            _ => None,
-        }
-    }
-
-    /// What the router said of the key probed.
-    pub fn on_probe(&mut self, key: String, result: Result<Probe, String>) {
-        self.probed = Some(Probed { key, result });
-    }
-
-    /// The last topology change's moves; `glide` when it just happened.
-    pub fn set_moves(&mut self, moves: MovesView, glide: bool) {
-        if glide {
-            self.watch = Some(Watch::new(moves.generation));
-        }
-        self.live.moves = Some(moves);
-    }
-
-    /// The followed session's latest (`None` once it is followed no more).
-    pub fn set_followed(&mut self, followed: Option<Followed>) {
-        self.live.followed = followed;
-    }
-
-    /// The session followed now, by fingerprint.
-    pub fn following(&self) -> Option<u64> {
-        self.live.followed.as_ref().map(|f| f.fingerprint)
-    }
-
-    /// The watch of the change on screen, if it is watched.
-    pub fn watching(&self) -> Option<&Watch> {
-        let shown = self.scene().moves.as_ref()?.generation;
-        self.watch.as_ref().filter(|w| w.generation == shown)
-    }
-
-    /// True while a glide needs frames drawn.
-    pub fn animating(&self) -> bool {
-        self.watching().is_some_and(Watch::gliding)
-    }
-
-    /// A frame was drawn: the glide goes on.
-    pub fn tick_frame(&mut self) {
-        if self.animating()
-            && let Some(w) = &mut self.watch
-        {
-            w.advance();
-        }
-    }
-
-    /// The lesson's latest state. The first opens the lesson's card and
-    /// pauses it until the card is closed; each run's report opens once.
-    pub fn set_lesson(&mut self, state: LessonState) {
-        if self.lesson.is_none() && state.report.is_none() && self.popup.is_none() {
-            self.popup = Some(Popup::Card { scroll: 0 });
-            if !state.paused {
-                self.requests.push(Request::Lesson(LessonControl::Pause));
-            }
-        }
-        if state.report.is_some() && self.report_seen != state.run {
-            self.report_seen = state.run;
-            let (ok, all) = super::lesson::passed(&state);
-            if self.popup.is_none() && !self.typing {
-                self.popup = Some(Popup::Report { scroll: 0 });
-            }
-            let kind = if ok == all { FlashKind::Done } else { FlashKind::Refused };
-            self.flash(
-                kind,
-                format!("the lesson has ended: {ok} of {all} checks passed (n shows the report, b replays)"),
-            );
-        }
-        self.lesson = Some(state);
-    }
-
     /// The selected backend, as shown.
     pub fn selected_backend(&self) -> Option<&BackendView> {
         self.scene().snapshot.backends.get(self.selected)
@@ -793,100 +547,6 @@ impl App {
         None
     }
 
-    fn on_prompt(&mut self, kind: PromptKind, mut input: String, scroll: usize, msg: Msg) {
-        let last = self.viewport.popup_total.saturating_sub(self.viewport.popup.max(1));
-        let page = self.viewport.popup.max(1);
-        let scroll = match msg {
-            Msg::TypeChar(c) => {
-                if input.chars().count() < 256 {
-                    input.push(c);
-                }
-                scroll
-            }
-            Msg::TypeBack => {
-                input.pop();
-                scroll
-            }
-            Msg::Submit => {
-                let text = input.trim().to_owned();
-                if text.is_empty() {
-                    self.flash(FlashKind::Info, "type a key first; Esc closes");
-                } else if kind == PromptKind::Probe {
-                    self.requests.push(Request::Probe(text));
-                } else {
-                    self.requests.push(Request::Follow(text));
-                    return;
-                }
-                0
-            }
-            Msg::Up => scroll.saturating_sub(1),
-            Msg::Down => scroll + 1,
-            Msg::PageUp => scroll.saturating_sub(page),
-            Msg::PageDown => scroll + page,
-            _ => scroll,
-        };
-        self.popup = Some(Popup::Prompt {
-            kind,
-            input,
-            scroll: scroll.min(last),
-        });
-    }
-
-    /// The report's keys; `None` closes it.
-    fn on_report(&mut self, scroll: usize, msg: Msg) -> Option<usize> {
-        match msg {
-            Msg::Yes | Msg::LessonStep => None,
-            Msg::Capture => {
-                self.requests.push(Request::Capture);
-                Some(scroll)
-            }
-            Msg::LessonReplay => {
-                self.replay();
-                None
-            }
-            _ => Some(self.page_scroll(scroll, msg)),
-        }
-    }
-
-    /// The card's keys: Enter (or P) starts the lesson; `None` closes it.
-    fn on_card(&mut self, scroll: usize, msg: Msg) -> Option<usize> {
-        match msg {
-            Msg::Yes | Msg::LessonPause => {
-                self.requests.push(Request::Lesson(LessonControl::Resume));
-                self.flash(FlashKind::Info, "the lesson begins: P pauses, n does the next step now");
-                None
-            }
-            Msg::LessonStep => {
-                self.requests.push(Request::Lesson(LessonControl::Step));
-                None
-            }
-            Msg::LessonReplay => {
-                self.flash(
-                    FlashKind::Info,
-                    "the lesson waits, paused: P starts it, n does the next step now",
-                );
-                None
-            }
-            _ => Some(self.page_scroll(scroll, msg)),
-        }
-    }
-
-    /// A popup's scroll after a navigation key.
-    fn page_scroll(&self, scroll: usize, msg: Msg) -> usize {
-        let last = self.viewport.popup_total.saturating_sub(self.viewport.popup.max(1));
-        let page = self.viewport.popup.max(1);
-        let scroll = match msg {
-            Msg::Up => scroll.saturating_sub(1),
-            Msg::Down => scroll + 1,
-            Msg::PageUp => scroll.saturating_sub(page),
-            Msg::PageDown => scroll + page,
-            Msg::First => 0,
-            Msg::Last => last,
-            _ => scroll,
-        };
-        scroll.min(last)
-    }
-
     fn on_picker(&mut self, mut p: Picker, msg: Msg) -> Option<Command> {
         let count = p.items().len();
         match msg {
@@ -1016,83 +676,6 @@ impl App {
             _ => {}
         }
         None
-    }
-
-    fn watch_again(&mut self) {
-        match &self.scene().moves {
-            Some(m) => {
-                let text = format!("watching the last change again: {}", m.headline);
-                self.watch = Some(Watch::new(m.generation));
-                self.flash(FlashKind::Info, text);
-            }
-            None => self.flash(
-                FlashKind::Info,
-                "no change to watch yet: kill (x), remove, add (a), reweight (+/-) or re-vnode (v) a backend",
-            ),
-        }
-    }
-
-    fn toggle_modulo(&mut self) {
-        if self.modulo {
-            self.modulo = false;
-            self.flash(FlashKind::Info, "the ring alone again");
-        } else if self.scene().moves.is_some() {
-            self.modulo = true;
-            self.flash(
-                FlashKind::Info,
-                "what the last change moved on a ring, beside what hash % N would have moved (% or Esc: back)",
-            );
-        } else {
-            self.flash(
-                FlashKind::Info,
-                "no change yet to compare: kill (x), add (a) or remove a backend first",
-            );
-        }
-    }
-
-    fn lesson_key(&mut self, msg: Msg) {
-        let Some(l) = &self.lesson else {
-            self.flash(
-                FlashKind::Info,
-                "no lesson runs: ringside scenario FILE --tui starts one",
-            );
-            return;
-        };
-        if l.resetting {
-            self.flash(FlashKind::Info, "the stage is being set again; a moment");
-            return;
-        }
-        let ended = l.report.is_some();
-        match msg {
-            Msg::LessonPause if ended => self.flash(FlashKind::Info, "the lesson has ended: b replays it"),
-            Msg::LessonPause if l.paused => {
-                self.requests.push(Request::Lesson(LessonControl::Resume));
-                self.flash(FlashKind::Info, "the lesson goes on");
-            }
-            Msg::LessonPause => {
-                self.requests.push(Request::Lesson(LessonControl::Pause));
-                self.flash(FlashKind::Info, "lesson paused: n does the next step now, P goes on");
-            }
-            Msg::LessonStep if ended => self.popup = Some(Popup::Report { scroll: 0 }),
-            Msg::LessonStep => self.requests.push(Request::Lesson(LessonControl::Step)),
-            _ if ended => self.replay(),
-            _ => {
-                self.popup = Some(Popup::Confirm(Confirm {
-                    question: "Replay the lesson from the start?".into(),
-                    detail: "The stage is set again as the scenario begins (backends, placement, affinity, \
-                             vnodes, traffic), every session and counter is forgotten, and the steps run again."
-                        .into(),
-                    yes: Yes::Replay,
-                }));
-            }
-        }
-    }
-
-    fn replay(&mut self) {
-        self.requests.push(Request::Lesson(LessonControl::Replay));
-        self.watch = None;
-        self.modulo = false;
-        self.flash(FlashKind::Info, "replaying the lesson: setting the stage again");
     }
 
     fn page(&self) -> usize {
