@@ -200,7 +200,8 @@ pub struct ScenarioArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Watch the run in the dashboard; the report prints when you quit.
+    /// Run it in the dashboard as a guided lesson (P pauses, n steps, b
+    /// replays); the report shows at the end and prints when you quit.
     #[arg(long)]
     pub tui: bool,
 }
@@ -382,15 +383,15 @@ fn balancer(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
-    use crate::experiment::scenario::{Scenario, run_file};
+    use crate::experiment::scenario::{LessonPlan, run_file};
     let rt = runtime()?;
     let report = if a.tui {
         crate::dashboard::require_terminal()?;
-        let (scenario, actions) = Scenario::load(&a.file)?;
-        let config = scenario.config();
+        let plan = LessonPlan::load(&a.file)?;
+        let config = plan.config();
         let log_path = config.log.path(config.listen);
         let _log = crate::logging::to_file(&log_path, &config.log.level)?;
-        rt.block_on(lesson_in_dashboard(&a.file, scenario, actions, &log_path))?
+        rt.block_on(lesson_in_dashboard(plan, &log_path))?
     } else {
         crate::logging::to_stderr("warn");
         let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !a.json;
@@ -418,58 +419,22 @@ fn scenario(a: &ScenarioArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Runs a scenario in the dashboard, the lesson shown above it; returns
-/// the report once the user quits after its end.
+/// Runs a scenario in the dashboard as a guided lesson — its caption, the
+/// step under way, a countdown, keys to pause, step and replay, and the
+/// report at the end; returns the last run's report once the user quits.
 async fn lesson_in_dashboard(
-    file: &std::path::Path,
-    scenario: crate::experiment::scenario::Scenario,
-    actions: Vec<(f64, crate::experiment::scenario::Action)>,
+    plan: crate::experiment::scenario::LessonPlan,
     log_path: &std::path::Path,
 ) -> anyhow::Result<crate::experiment::scenario::Report> {
-    use crate::dashboard::lesson::{Lesson, LessonStep};
-    use crate::experiment::scenario::{Progress, drive};
-    let name = file.display().to_string();
-    let lesson = Lesson {
-        name: name.clone(),
-        about: scenario.about.clone(),
-        steps: actions
-            .iter()
-            .map(|(at, a)| LessonStep {
-                at_secs: *at,
-                label: a.label(),
-            })
-            .collect(),
-        duration_secs: scenario.duration_secs,
-        ..Lesson::default()
-    };
-    let handle = crate::app::bind_and_start(scenario.config(), StartOptions { traffic: true }).await?;
-    let (tx, rx) = tokio::sync::watch::channel(Lesson {
-        started: Some(std::time::Instant::now()),
-        ..lesson
-    });
-    let driver = handle.clone();
-    let run = tokio::spawn(async move {
-        let report = drive(driver, name, scenario.duration_secs, actions, |p| {
-            tx.send_modify(|l| match p {
-                Progress::Step { index, .. } => {
-                    l.current = Some(*index);
-                    l.outcome = None;
-                }
-                Progress::Outcome(text) => l.outcome = Some(text.clone()),
-                Progress::Check { passed, text, .. } => {
-                    l.outcome = Some(format!("{} {text}", if *passed { "ok" } else { "FAILED" }));
-                }
-            })
-        })
-        .await;
-        tx.send_modify(|l| l.ended = true);
-        report
-    });
-    let ui = crate::dashboard::run_lesson(&handle, &log_path.display().to_string(), Some(rx)).await;
-    let report = if run.is_finished() { run.await.ok() } else { None };
+    use crate::experiment::scenario::Lesson;
+    let handle = crate::app::bind_and_start(plan.config(), StartOptions { traffic: true }).await?;
+    let lesson = Lesson::start(handle.clone(), plan, 1.0);
+    let ui = crate::dashboard::run_lesson(&handle, &log_path.display().to_string(), Some(&lesson)).await;
+    let report = lesson.state().borrow().report.clone();
+    drop(lesson);
     handle.shutdown().await;
     ui?;
-    report.ok_or_else(|| anyhow::anyhow!("the dashboard was closed before the scenario finished"))
+    report.ok_or_else(|| anyhow::anyhow!("the dashboard was closed before the lesson finished"))
 }
 
 fn runtime() -> io::Result<tokio::runtime::Runtime> {

@@ -1,6 +1,9 @@
 //! The dashboard rendered in-process with ratatui's TestBackend from fixed
 //! states (snapshots at 80×24, 100×30 and 160×48), its key handling and
-//! how events change its state.
+//! how events change its state. The teaching views are in `dashboard/teach.rs`.
+
+#[path = "dashboard/teach.rs"]
+mod teach;
 
 use std::collections::VecDeque;
 
@@ -11,10 +14,11 @@ use ringside::bus::BusEvent;
 use ringside::dashboard::app::{
     Action, App, FlashKind, LogKind, Mode, Msg, Panel, Popup, SessionRow, Snapshot, SortBy,
 };
-use ringside::dashboard::lesson::{Lesson, LessonStep};
+use ringside::dashboard::lesson::LessonState;
 use ringside::dashboard::view;
 use ringside::engine::Command;
 use ringside::engine::view::{BackendView, ResponsesView, StatsView};
+use ringside::experiment::scenario::StepView;
 use ringside::router::affinity::AffinityMode;
 use ringside::router::ring::RingMember;
 use ringside::router::{
@@ -178,6 +182,7 @@ fn fixture_with(vnodes: u32) -> App {
     let sessions: Vec<SessionRow> = (0..30u32)
         .map(|i| SessionRow {
             key: format!("#{:08x}", u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32),
+            fingerprint: u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             client: (i < 20).then(|| format!("client-{i}")),
             backend: if i % 5 == 0 { "api-3".into() } else { "api-1".into() },
             age_secs: 600 - i * 7,
@@ -303,6 +308,11 @@ fn draw(app: &mut App, (w, h): (u16, u16)) -> String {
     screen(&terminal)
 }
 
+/// One snapshot, kept in `tests/snapshots` with the others.
+fn snapshot(name: impl AsRef<str>, screen: String) {
+    insta::assert_snapshot!(name.as_ref(), screen);
+}
+
 /// One snapshot per size, named `NAME_WxH`.
 fn snapshots(name: &str, app: &App) {
     for size in SIZES {
@@ -329,10 +339,10 @@ fn help_fits_or_scrolls() {
     assert!(first.contains("help 1–"), "{first}");
     app.update(Msg::Last);
     let end = draw(&mut app, (80, 24));
-    assert!(end.contains("anything but y is no") && end.contains("Ctrl-C"), "{end}");
-    // At 160×48 everything fits.
+    assert!(end.contains("vnode passed by and why"), "the last word: {end}");
+    // On a tall terminal everything fits.
     app.update(Msg::First);
-    let tall = text(&app, (160, 60));
+    let tall = text(&app, (160, 64));
     assert!(tall.contains(" help — Esc or ? closes "), "{tall}");
     assert!(tall.contains("lost") && tall.contains("dead server's memory"), "{tall}");
 }
@@ -948,38 +958,60 @@ fn the_mouse_focuses_and_sorts() {
     assert_eq!((app.sort, app.focus), (SortBy::Moves, Panel::Sessions));
 }
 
+/// The failover lesson 4.2 s in: its kill done, a check to come.
+fn lesson() -> LessonState {
+    LessonState {
+        name: "assets/scenarios/failover.toml".into(),
+        headline: "failover — a backend dies under traffic.".into(),
+        caption: "Its server really stops. The balancer notices by failed connects and health \
+                  checks, and only the dead backend's sessions move.\nUsers whose session lived \
+                  in the dead server's memory must log in again."
+            .into(),
+        duration_secs: 8.0,
+        elapsed_secs: 4.2,
+        paused: false,
+        pace: 1.0,
+        steps: vec![
+            StepView {
+                at_secs: 3.0,
+                label: "kill api-2".into(),
+                done: true,
+            },
+            StepView {
+                at_secs: 6.0,
+                label: "expect other_errors == 0".into(),
+                done: false,
+            },
+        ],
+        current: Some(0),
+        next: Some(1),
+        next_in_secs: 1.8,
+        next_due: None,
+        log: vec!["killed api-2: its server stopped".into()],
+        checks: Vec::new(),
+        report: None,
+        run: 1,
+        resetting: false,
+    }
+}
+
 #[test]
 fn a_lesson_shows_its_text_its_step_and_its_end() {
     let mut app = fixture();
-    app.lesson = Some(Lesson {
-        name: "assets/scenarios/failover.toml".into(),
-        about: vec![
-            "failover — a backend dies under traffic.".into(),
-            "Its server really stops. The balancer notices by failed connects and health".into(),
-            "checks, and only the dead backend's sessions move.".into(),
-        ],
-        steps: vec![
-            LessonStep {
-                at_secs: 3.0,
-                label: "kill api-2".into(),
-            },
-            LessonStep {
-                at_secs: 6.0,
-                label: "expect other_errors == 0".into(),
-            },
-        ],
-        duration_secs: 8.0,
-        started: None,
-        elapsed_secs: 4.2,
-        current: Some(0),
-        outcome: Some("killed api-2: its server stopped".into()),
-        ended: false,
-    });
+    app.set_lesson(lesson());
+    app.update(Msg::Back);
+    app.flash = None;
     snapshots("lesson", &app);
     let screen = text(&app, (80, 24));
     assert!(screen.contains("failover — a backend dies under traffic."), "{screen}");
     assert!(screen.contains("next in 2s: expect other_errors == 0"), "{screen}");
-    app.lesson.as_mut().unwrap().ended = true;
+    let mut ended = lesson();
+    ended.report = Some(ringside::experiment::scenario::Report {
+        scenario: ended.name.clone(),
+        phases: Vec::new(),
+        checks: Vec::new(),
+    });
+    app.set_lesson(ended);
     assert!(text(&app, (80, 24)).contains("the lesson has ended"));
 }
 

@@ -545,14 +545,14 @@ fn pid_with_arg(needle: &str) -> Option<u32> {
     })
 }
 
-/// Kills its tmux session when dropped.
+/// A tmux server of its own (named after the session), killed when dropped.
 #[cfg(target_os = "linux")]
 struct TmuxSession(String);
 
 #[cfg(target_os = "linux")]
 impl Drop for TmuxSession {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
+        let _ = Command::new("tmux").args(["-L", &self.0, "kill-server"]).status();
     }
 }
 
@@ -583,7 +583,19 @@ fn closing_the_dashboards_terminal_is_a_clean_shutdown() {
     );
     let session = TmuxSession(format!("ringside-hangup-{}", std::process::id()));
     let started = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &session.0, "-x", "160", "-y", "48", &script])
+        .args([
+            "-L",
+            &session.0,
+            "new-session",
+            "-d",
+            "-s",
+            &session.0,
+            "-x",
+            "160",
+            "-y",
+            "48",
+            &script,
+        ])
         .status()
         .unwrap();
     assert!(started.success());
@@ -591,7 +603,7 @@ fn closing_the_dashboards_terminal_is_a_clean_shutdown() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (proxy, admin) = loop {
         let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &session.0])
+            .args(["-L", &session.0, "capture-pane", "-p", "-t", &session.0])
             .output()
             .unwrap();
         let screen = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -11,7 +11,8 @@ const LONG: Duration = Duration::from_secs(20);
 
 struct Tmux {
     session: String,
-    /// One tmux test at a time: parallel first starts race for the server.
+    /// One tmux test at a time: each runs a whole demo world, and the
+    /// screens are read against deadlines.
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -33,15 +34,36 @@ impl Tmux {
         let session = format!("ringside-test-{}-{n}", std::process::id());
         let (w, h) = (width.to_string(), height.to_string());
         let status = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &session, "-x", &w, "-y", &h, command])
+            .args([
+                "-L",
+                &session,
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                &w,
+                "-y",
+                &h,
+                command,
+            ])
             .status()
             .unwrap();
         assert!(status.success());
         Some(Tmux { session, _turn: turn })
     }
 
+    /// A tmux command on this test's own server: a shared server may be
+    /// exiting as the previous test's session ends, and refuse the next.
+    fn tmux(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.session]);
+        command
+    }
+
     fn screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = self
+            .tmux()
             .args(["capture-pane", "-p", "-t", &self.session])
             .output()
             .unwrap();
@@ -49,7 +71,7 @@ impl Tmux {
     }
 
     fn keys(&self, keys: &str) {
-        Command::new("tmux")
+        self.tmux()
             .args(["send-keys", "-t", &self.session, "--", keys])
             .status()
             .unwrap();
@@ -84,9 +106,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .status();
+        let _ = self.tmux().arg("kill-server").status();
     }
 }
 
@@ -100,13 +120,23 @@ fn dashboard(width: u16, height: u16) -> Option<(Tmux, PathBuf)> {
 /// [`dashboard`] with `config` as its configuration file (TOML) and a
 /// cookie secret of its own (none is kept in the user's state directory).
 fn dashboard_with(width: u16, height: u16, config: &str) -> Option<(Tmux, PathBuf)> {
+    dashboard_in(width, height, config, &std::env::temp_dir())
+}
+
+/// A file of this test run's own in the temporary directory.
+fn temp_file(ext: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let file = |ext: &str| std::env::temp_dir().join(format!("ringside-tui-{}-{n}.{ext}", std::process::id()));
-    let (log, config_file) = (file("log"), file("toml"));
+    std::env::temp_dir().join(format!("ringside-tui-{}-{n}.{ext}", std::process::id()))
+}
+
+/// [`dashboard_with`], started in the directory `dir`.
+fn dashboard_in(width: u16, height: u16, config: &str, dir: &Path) -> Option<(Tmux, PathBuf)> {
+    let (log, config_file) = (temp_file("log"), temp_file("toml"));
     std::fs::write(&config_file, config).unwrap();
     let command = format!(
-        "{} --config {} --ephemeral-secret --demo-port 0 --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-file {}; echo EXITED $?; sleep 30",
+        "cd {} && {} --config {} --ephemeral-secret --demo-port 0 --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-file {}; echo EXITED $?; sleep 30",
+        dir.display(),
         env!("CARGO_BIN_EXE_ringside"),
         config_file.display(),
         log.display()
@@ -345,4 +375,161 @@ fn a_bad_config_is_reported_without_touching_the_terminal() {
     let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.first(), Some(&"before"), "the screen was cleared:\n{screen}");
     let _ = std::fs::remove_file(file);
+}
+
+/// The backend a screen line names after `prefix`, e.g. `api-2`.
+fn backend_after<'a>(screen: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = &screen[screen.find(prefix)? + prefix.len()..];
+    rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).next()
+}
+
+/// Selects backend `name` in the backends table (`api-N` is row N).
+fn select(tmux: &Tmux, name: &str) {
+    let n: usize = name.trim_start_matches("api-").parse().unwrap();
+    tmux.keys("g");
+    for _ in 1..n {
+        tmux.keys("j");
+    }
+    tmux.wait(&format!("{name} selected"), LONG, |s| {
+        row(s, name).is_some_and(|r| r.contains(&format!("›{name}")))
+    });
+}
+
+#[test]
+fn a_key_typed_in_the_probe_shows_its_hash_and_walk() {
+    let Some((tmux, log)) = dashboard(80, 24) else { return };
+    tmux.keys("i");
+    tmux.wait("the probe", LONG, |s| {
+        s.contains("probe a key") && footer(s).contains("Enter probe")
+    });
+    tmux.keys("visitor-3");
+    tmux.wait("the key typed", LONG, |s| s.contains("key: visitor-3▏"));
+    tmux.keys("Enter");
+    // The real router's hash of the key: crc32, and its walk to an owner.
+    let position = crc32fast::hash(b"visitor-3");
+    let grouped = position
+        .to_string()
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let answer = tmux.wait("the walk", LONG, |s| s.contains("walk clockwise under ring"));
+    assert!(answer.contains(&format!("{position:#010x}")), "{answer}");
+    assert!(answer.contains(&grouped), "{grouped}:\n{answer}");
+    let owner = backend_after(&answer, "owner: ").expect("an owner");
+    assert!(["api-1", "api-2", "api-3"].contains(&owner), "{answer}");
+    assert!(answer.contains('◇'), "the key on the ring:\n{answer}");
+    // Esc closes it; the dashboard is back.
+    tmux.keys("Escape");
+    tmux.wait("the probe closed", LONG, |s| {
+        !s.contains("probe a key") && footer(s).contains("i probe")
+    });
+    quit_cleanly(&tmux, &log);
+}
+
+#[test]
+fn a_followed_demo_client_shows_its_move_after_a_kill() {
+    let Some((tmux, log)) = dashboard(80, 24) else { return };
+    // A client the sessions table shows (at 80×24 only a few rows fit).
+    let table = tmux.wait("a client with a session", LONG, |s| s.contains(" client-"));
+    let client = format!("client-{}", backend_after(&table, " client-").unwrap());
+    tmux.keys("f");
+    tmux.wait("the follow prompt", LONG, |s| footer(s).contains("Enter follow"));
+    tmux.keys(&client);
+    tmux.keys("Enter");
+    let panel = tmux.wait("the panel", LONG, |s| {
+        s.contains(&format!("following {client}")) && s.contains("lived on")
+    });
+    let home = backend_after(&panel, "│ on ").expect("its backend").to_owned();
+    assert!(panel.contains('◎'), "its dot on the ring:\n{panel}");
+    select(&tmux, &home);
+    tmux.keys("x");
+    // Killed, or redispatched when one of its requests got there first.
+    let moved = tmux.wait("the move in its history", LONG, |s| {
+        let line = s.lines().find(|l| l.contains(&format!("moved {home} → ")));
+        line.is_some_and(|l| l.contains(&format!("{home} killed")) || l.contains("by redispatch"))
+    });
+    let now = backend_after(&moved, &format!("moved {home} → ")).unwrap().to_owned();
+    assert_ne!(now, home);
+    assert!(
+        moved.contains(&format!("on {now} · lived on {home} → {now}")),
+        "{moved}"
+    );
+    tmux.keys("Escape");
+    tmux.wait("unfollowed", LONG, |s| {
+        flash(s).contains(&format!("stopped following {client}")) && !s.contains(&format!("◎ following {client}"))
+    });
+    quit_cleanly(&tmux, &log);
+}
+
+#[test]
+fn a_capture_writes_both_files_and_says_where() {
+    let dir = temp_file("shots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some((tmux, log)) = dashboard_in(160, 48, "", &dir) else {
+        return;
+    };
+    tmux.keys("c");
+    let said = tmux.wait("the flash", LONG, |s| flash(s).contains("saved ringside-"));
+    let line = flash(&said);
+    assert!(line.contains(&format!(".svg and .txt in {}", dir.display())), "{line}");
+    let stem = backend_after(line, "saved ")
+        .unwrap()
+        .trim_end_matches(".svg")
+        .to_owned();
+    let svg = std::fs::read_to_string(dir.join(format!("{stem}.svg"))).unwrap();
+    let text = std::fs::read_to_string(dir.join(format!("{stem}.txt"))).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert!(svg.contains("fill=\"#b5bd68\""), "the colours are kept (green: ▲ up)");
+    assert!(text.contains("┌ backends") && text.contains("api-1"), "{text}");
+    assert_eq!(text.lines().count(), 48, "the whole 160×48 frame");
+    quit_cleanly(&tmux, &log);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_lesson_in_the_dashboard_pauses_steps_replays_and_reports() {
+    let command = format!(
+        "{} scenario {}/assets/scenarios/vnodes.toml --tui; echo EXITED $?; sleep 30",
+        env!("CARGO_BIN_EXE_ringside"),
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let Some(tmux) = Tmux::start(&command, 80, 24) else {
+        return;
+    };
+    // It opens on its card, paused.
+    tmux.wait("the card", LONG, |s| {
+        s.contains("vnodes — why virtual nodes.") && s.contains("Enter starts")
+    });
+    tmux.keys("Escape");
+    tmux.wait("paused", LONG, |s| s.contains("❚❚ paused 0s in, 3 steps to come"));
+    // n: each step at once, and the clock stays stopped.
+    tmux.keys("n");
+    tmux.wait("the first step", LONG, |s| s.contains("❚❚ paused step 1/3"));
+    tmux.keys("n");
+    let second = tmux.wait("the second step", LONG, |s| {
+        s.contains("❚❚ paused step 2/3 at 2s: 150 vnodes")
+    });
+    assert!(second.contains("150 vnodes"), "{second}");
+    tmux.holds("still paused", Duration::from_secs(1), |s| {
+        s.contains("❚❚ paused step 2/3")
+    });
+    // P: on to the end, and the report opens.
+    tmux.keys("P");
+    let report = tmux.wait("the report", LONG, |s| s.contains("report: 2 of 2 checks passed"));
+    assert!(report.contains("✓ ok   at 1.5s: ring_max_over_mean > 1.5"), "{report}");
+    // b: once more from the start (at the end, no question asked).
+    tmux.keys("b");
+    tmux.wait("the replay", LONG, |s| s.contains("(run 2)"));
+    tmux.wait("its report", LONG, |s| s.contains("report: 2 of 2 checks passed"));
+    tmux.keys("Escape");
+    tmux.wait("the report closed", LONG, |s| {
+        s.contains("■ ended: 2 of 2 checks passed")
+    });
+    tmux.keys("q");
+    let after = tmux.wait("the printed report", LONG, |s| s.contains("EXITED"));
+    assert!(after.contains("EXITED 0"), "{after}");
+    assert!(after.contains("ok   at 3.0s: ring_max_over_mean < 1.3"), "{after}");
 }

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 
 use super::{AdminBody, ApiError, json_response};
 use crate::engine::Shared;
-use crate::engine::follow::FollowError;
+use crate::engine::follow::{FollowError, NameError, client_number};
+use crate::router::Moves;
 use crate::router::affinity::{AffinityMode, query_value};
-use crate::router::{Moves, SessionKey};
 
 /// The longest key `/api/probe` takes, in bytes once decoded.
 const MAX_KEY: usize = 4096;
@@ -132,66 +132,15 @@ pub(super) fn unfollow(shared: &Shared, session: &str) -> Answer {
     }
 }
 
-fn client_number(text: &str) -> Option<usize> {
-    text.strip_prefix("client-")?.parse().ok()
-}
-
-/// The fingerprint a path segment names: 16 hex digits; `#` and 8 hex
-/// digits (among the followed sessions when `followed`, else the table); a
-/// client address; or `client-N`.
+/// The fingerprint a path segment names (percent-decoded; see
+/// [`Shared::session_named`]).
 fn resolve(shared: &Shared, segment: &str, followed: bool) -> Result<u64, ApiError> {
     let decoded = percent_decode(segment).and_then(|b| String::from_utf8(b).ok());
     let text = decoded.as_deref().unwrap_or(segment);
-    let unknown = || ApiError(StatusCode::NOT_FOUND, format!("no session {text}"));
-    if let Some(n) = client_number(text) {
-        return shared
-            .traffic()
-            .and_then(|t| t.registry().session_of(n, &shared.router))
-            .map(|s| s.fingerprint)
-            .ok_or_else(unknown);
-    }
-    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
-        return shared.router.fingerprint(SessionKey::Source(ip)).ok_or_else(unknown);
-    }
-    let hex = text.strip_prefix('#').unwrap_or(text);
-    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad(format!(
-            "{text:?}: name a session by its fingerprint (16 hex digits, or # and 8), its client address, or client-N"
-        )));
-    }
-    match hex.len() {
-        16 => u64::from_str_radix(hex, 16).map_err(|_| unknown()),
-        8 => {
-            let top = u64::from_str_radix(hex, 16).map_err(|_| unknown())?;
-            let matches: Vec<u64> = if followed {
-                shared
-                    .followed()
-                    .iter()
-                    .map(|s| s.fingerprint)
-                    .filter(|f| f >> 32 == top)
-                    .collect()
-            } else {
-                shared
-                    .router
-                    .sessions()
-                    .map(|t| t.list(2, |s| s.fingerprint >> 32 == top))
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|s| s.fingerprint)
-                    .collect()
-            };
-            match matches.as_slice() {
-                [one] => Ok(*one),
-                [] => Err(unknown()),
-                _ => Err(ApiError::bad(format!(
-                    "#{hex} names more than one session: give all 16 digits"
-                ))),
-            }
-        }
-        _ => Err(ApiError::bad(format!(
-            "{text:?}: a fingerprint has 16 hex digits (or 8 after #)"
-        ))),
-    }
+    shared.session_named(text, followed).map_err(|e| match e {
+        NameError::Unknown(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+        NameError::Malformed(m) => ApiError::bad(m),
+    })
 }
 
 /// Decodes a query value as forms and `curl --data-urlencode` encode it:

@@ -1,10 +1,21 @@
 //! The dashboard's state and how keys change it. Pure: no terminal, no clock.
 //!
 //! What is shown lives in a [`Scene`], fed by snapshots and events; freezing
-//! keeps a copy of it. Popups (help, a confirmation, a picker) are modal:
-//! while one is open, keys act on it and nothing behind it.
+//! keeps a copy of it. Popups (help, a confirmation, a picker, a prompt, the
+//! lesson's report) are modal: while one is open, keys act on it and
+//! nothing behind it. What the engine must do besides commands — probe a
+//! key, follow a session, capture the screen, drive the lesson — is queued
+//! as a [`Request`] for the UI loop. The popups' state is in `popup`; the
+//! teaching views' keys in `teach`.
 
-use super::lesson::Lesson;
+mod popup;
+mod teach;
+
+pub use popup::{Confirm, Picker, PickerKind, Popup, Probed, PromptKind, Yes};
+pub use teach::Request;
+
+use super::lesson::{LessonControl, LessonState};
+use super::moves::Watch;
 pub use super::scene::{HISTORY, LOG_LINES, LastRoute, LogKind, LogLine, Scene, SessionRow, Snapshot, Tick};
 use crate::bus::BusEvent;
 use crate::engine::Command;
@@ -113,105 +124,6 @@ pub struct Flash {
     secs_left: u8,
 }
 
-/// What a picker picks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PickerKind {
-    /// The placement of new sessions.
-    Placement,
-    /// The affinity mode.
-    Affinity,
-}
-
-/// A small list to pick one of (`p`, `m`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Picker {
-    /// What it picks.
-    pub kind: PickerKind,
-    /// The highlighted item.
-    pub cursor: usize,
-    /// The item in force.
-    pub current: usize,
-}
-
-impl Picker {
-    /// Its title.
-    pub fn title(&self) -> &'static str {
-        match self.kind {
-            PickerKind::Placement => "placement of new sessions",
-            PickerKind::Affinity => "affinity: what requests are routed by",
-        }
-    }
-
-    /// Each item's name and what it does.
-    pub fn items(&self) -> Vec<(&'static str, &'static str)> {
-        match self.kind {
-            PickerKind::Placement => Placement::ALL
-                .iter()
-                .map(|p| (p.as_str(), placement_about(*p)))
-                .collect(),
-            PickerKind::Affinity => AffinityMode::ALL
-                .iter()
-                .map(|m| (m.as_str(), affinity_about(*m)))
-                .collect(),
-        }
-    }
-
-    fn command(&self, i: usize) -> Option<Command> {
-        match self.kind {
-            PickerKind::Placement => Placement::ALL.get(i).map(|p| Command::Placement(*p)),
-            PickerKind::Affinity => AffinityMode::ALL.get(i).map(|m| Command::Affinity(*m)),
-        }
-    }
-}
-
-fn placement_about(p: Placement) -> &'static str {
-    match p {
-        Placement::RoundRobin => "each backend in turn",
-        Placement::Weighted => "in turn, in proportion to weight",
-        Placement::LeastConn => "the fewest open connections",
-        Placement::P2c => "the less busy of two random backends",
-        Placement::IpModulo => "position % backends: remaps almost all",
-        Placement::Ring => "consistent hashing: next vnode clockwise",
-        Placement::BoundedRing => "consistent hashing, past full backends",
-    }
-}
-
-fn affinity_about(m: AffinityMode) -> &'static str {
-    match m {
-        AffinityMode::LbCookie => "the balancer's own cookie",
-        AffinityMode::AppCookie => "the application's session cookie",
-        AffinityMode::Header => "the X-Session-ID header",
-        AffinityMode::Query => "the ?session= parameter",
-        AffinityMode::SourceIp => "the client address (NAT shares one)",
-        AffinityMode::None => "nothing: every request placed afresh",
-    }
-}
-
-/// A question before a hard-to-undo action; the answer defaults to no.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Confirm {
-    /// The question, e.g. `Remove api-2 for good?`.
-    pub question: String,
-    /// What the action would do.
-    pub detail: String,
-    /// The command a yes sends.
-    pub command: Command,
-}
-
-/// A modal box over the dashboard.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Popup {
-    /// The keys and words (scrolls when it does not fit).
-    Help {
-        /// Lines scrolled past.
-        scroll: usize,
-    },
-    /// A yes/no question.
-    Confirm(Confirm),
-    /// A list to pick from.
-    Picker(Picker),
-}
-
 /// What keys act on now: the innermost thing open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -225,6 +137,10 @@ pub enum Mode {
     Confirm,
     /// A picker is open.
     Picker,
+    /// A prompt is being typed.
+    Prompt,
+    /// The lesson's opening card or its report is open.
+    Report,
 }
 
 /// Rows each scrollable thing showed at the last frame (for paging).
@@ -240,6 +156,10 @@ pub struct Viewport {
     pub help: usize,
     /// Help lines in all.
     pub help_total: usize,
+    /// Lines a popup's answer shows at once (probe, report).
+    pub popup: usize,
+    /// Lines of that answer in all.
+    pub popup_total: usize,
 }
 
 /// The dashboard's whole state.
@@ -268,7 +188,16 @@ pub struct App {
     /// The message about the last action.
     pub flash: Option<Flash>,
     /// The lesson running, under `ringside scenario --tui`.
-    pub lesson: Option<Lesson>,
+    pub lesson: Option<LessonState>,
+    /// The run whose report was shown already.
+    report_seen: u32,
+    /// The moved sessions highlighted, and their glide.
+    pub watch: Option<Watch>,
+    /// Modulo beside the ring (`%`).
+    pub modulo: bool,
+    /// The key probed, while its prompt is open.
+    pub probed: Option<Probed>,
+    requests: Vec<Request>,
     /// What the last frame could show.
     pub viewport: Viewport,
     /// Set on quit.
@@ -334,6 +263,28 @@ pub enum Msg {
     Back,
     /// Leave.
     Quit,
+    /// Watch the last change again (`w`).
+    Watch,
+    /// Modulo beside the ring, or not (`%`).
+    Modulo,
+    /// Open the probe prompt (`i`).
+    Probe,
+    /// Open the follow prompt (`f`).
+    Follow,
+    /// Capture the screen (`c`).
+    Capture,
+    /// A character typed into a prompt.
+    TypeChar(char),
+    /// Delete the prompt's last character.
+    TypeBack,
+    /// Submit the prompt (Enter).
+    Submit,
+    /// Pause or resume the lesson (`P`).
+    LessonPause,
+    /// The lesson's next step now; at its end, the report (`n`).
+    LessonStep,
+    /// Replay the lesson (`b`).
+    LessonReplay,
 }
 
 /// Operator actions, turned into engine commands with the current selection.
@@ -390,6 +341,11 @@ impl App {
             popup: None,
             flash: None,
             lesson: None,
+            report_seen: 0,
+            watch: None,
+            modulo: false,
+            probed: None,
+            requests: Vec::new(),
             viewport: Viewport::default(),
             quit: false,
             no_color,
@@ -418,9 +374,16 @@ impl App {
             Some(Popup::Help { .. }) => Mode::Help,
             Some(Popup::Confirm(_)) => Mode::Confirm,
             Some(Popup::Picker(_)) => Mode::Picker,
+            Some(Popup::Prompt { .. }) => Mode::Prompt,
+            Some(Popup::Card { .. } | Popup::Report { .. }) => Mode::Report,
             None if self.typing => Mode::Typing,
             None => Mode::Normal,
         }
+    }
+
+    /// The requests queued since the last call, in order.
+    pub fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
     }
 
     /// The selected backend, as shown.
@@ -439,9 +402,16 @@ impl App {
         self.live.on_event(event, at_secs, name);
     }
 
-    /// Once a second: rates for the sparklines; flash messages age.
+    /// Once a second: rates for the sparklines; flash messages and the
+    /// highlight of moved sessions age.
     pub fn tick_second(&mut self) {
         self.live.tick_second();
+        if let Some(w) = &mut self.watch
+            && !w.gliding()
+            && !w.tick_second()
+        {
+            self.watch = None;
+        }
         if let Some(f) = &mut self.flash {
             f.secs_left = f.secs_left.saturating_sub(1);
             if f.secs_left == 0 {
@@ -467,6 +437,8 @@ impl App {
                 if *command == Command::Restart {
                     self.live.restart();
                     self.frozen = None;
+                    self.watch = None;
+                    self.modulo = false;
                 }
                 self.flash(FlashKind::Done, text);
             }
@@ -491,6 +463,18 @@ impl App {
             }
             Some(Popup::Confirm(c)) => self.on_confirm(c, msg),
             Some(Popup::Picker(p)) => self.on_picker(p, msg),
+            Some(Popup::Prompt { kind, input, scroll }) => {
+                self.on_prompt(kind, input, scroll, msg);
+                None
+            }
+            Some(Popup::Report { scroll }) => {
+                self.popup = self.on_report(scroll, msg).map(|scroll| Popup::Report { scroll });
+                None
+            }
+            Some(Popup::Card { scroll }) => {
+                self.popup = self.on_card(scroll, msg).map(|scroll| Popup::Card { scroll });
+                None
+            }
             None if self.typing => {
                 self.on_typing(msg);
                 None
@@ -501,7 +485,14 @@ impl App {
 
     /// Esc: closes the innermost thing open; never quits.
     fn back(&mut self) {
-        if self.popup.take().is_some() {
+        if let Some(popup) = self.popup.take() {
+            self.probed = None;
+            if matches!(popup, Popup::Card { .. }) {
+                self.flash(
+                    FlashKind::Info,
+                    "the lesson waits, paused: P starts it, n does the next step now",
+                );
+            }
             return;
         }
         if self.typing || self.filter.is_some() {
@@ -514,6 +505,11 @@ impl App {
             self.log_scroll = 0;
         } else if self.focus != Panel::Backends {
             self.focus = Panel::Backends;
+        } else if self.modulo {
+            self.modulo = false;
+        } else if let Some(f) = self.live.followed.take() {
+            self.requests.push(Request::Unfollow(f.fingerprint));
+            self.flash(FlashKind::Info, format!("stopped following {}", f.label()));
         } else {
             self.flash(FlashKind::Info, "nothing to close; q quits");
         }
@@ -539,9 +535,15 @@ impl App {
 
     fn on_confirm(&mut self, c: Confirm, msg: Msg) -> Option<Command> {
         if msg == Msg::Yes {
-            return Some(c.command);
+            return match c.yes {
+                Yes::Command(command) => Some(command),
+                Yes::Replay => {
+                    self.requests.push(Request::Lesson(LessonControl::Replay));
+                    None
+                }
+            };
         }
-        self.flash(FlashKind::Info, format!("{}: not done", c.command.label()));
+        self.flash(FlashKind::Info, format!("{}: not done", c.yes.label()));
         None
     }
 
@@ -643,6 +645,34 @@ impl App {
                 self.filter.get_or_insert_with(String::new);
             }
             Msg::Act(action) => return self.act(action),
+            Msg::Watch => self.watch_again(),
+            Msg::Modulo => self.toggle_modulo(),
+            Msg::Probe => {
+                self.probed = None;
+                self.popup = Some(Popup::Prompt {
+                    kind: PromptKind::Probe,
+                    input: String::new(),
+                    scroll: 0,
+                });
+            }
+            Msg::Follow => {
+                let input = if self.focus == Panel::Sessions {
+                    self.visible_sessions()
+                        .get(self.session_scroll)
+                        .map(|s| s.client.clone().unwrap_or_else(|| s.key.clone()))
+                } else {
+                    None
+                };
+                // `client-0 +5`: the clients behind one address share a session.
+                let input = input.map(|i| i.split(' ').next().unwrap_or_default().to_owned());
+                self.popup = Some(Popup::Prompt {
+                    kind: PromptKind::Follow,
+                    input: input.unwrap_or_default(),
+                    scroll: 0,
+                });
+            }
+            Msg::Capture => self.requests.push(Request::Capture),
+            Msg::LessonPause | Msg::LessonStep | Msg::LessonReplay => self.lesson_key(msg),
             _ => {}
         }
         None
@@ -737,7 +767,7 @@ impl App {
                         "Its {} move to the next backends clockwise, and it comes back only if added again.",
                         plural(sessions, "session")
                     ),
-                    command: Command::Remove(name),
+                    yes: Yes::Command(Command::Remove(name)),
                 }));
                 return None;
             }
@@ -750,7 +780,7 @@ impl App {
                          the backends stay as they are.",
                         plural(live, "session")
                     ),
-                    command: Command::Restart,
+                    yes: Yes::Command(Command::Restart),
                 }));
                 return None;
             }

@@ -4,7 +4,7 @@ use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModif
 use ratatui::layout::{Position, Rect};
 
 use super::app::{Action, Mode, Msg, Panel, SortBy};
-use super::lesson::Lesson;
+use super::lesson::LessonState;
 
 /// Where the panels were drawn last, for the mouse.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub fn message(event: &Event, mode: Mode, areas: &Areas) -> Option<Msg> {
             };
             match mode {
                 Mode::Normal => {}
-                Mode::Help | Mode::Picker => {
+                Mode::Help | Mode::Picker | Mode::Prompt | Mode::Report => {
                     return wheel.map(|n| if n < 0 { Msg::Up } else { Msg::Down });
                 }
                 Mode::Typing | Mode::Confirm => return None,
@@ -108,6 +108,27 @@ fn key_message(key: &KeyEvent, mode: Mode) -> Option<Msg> {
             KeyCode::Char('q') => Some(Msg::Quit),
             _ => navigation,
         },
+        Mode::Prompt => match key.code {
+            KeyCode::Enter => Some(Msg::Submit),
+            KeyCode::Esc => Some(Msg::Back),
+            KeyCode::Backspace => Some(Msg::TypeBack),
+            KeyCode::Up => Some(Msg::Up),
+            KeyCode::Down => Some(Msg::Down),
+            KeyCode::PageUp => Some(Msg::PageUp),
+            KeyCode::PageDown => Some(Msg::PageDown),
+            KeyCode::Char(c) if !c.is_control() => Some(Msg::TypeChar(c)),
+            _ => None,
+        },
+        Mode::Report => match key.code {
+            KeyCode::Esc => Some(Msg::Back),
+            KeyCode::Enter => Some(Msg::Yes),
+            KeyCode::Char('q') => Some(Msg::Quit),
+            KeyCode::Char('P') => Some(Msg::LessonPause),
+            KeyCode::Char('b') => Some(Msg::LessonReplay),
+            KeyCode::Char('n') => Some(Msg::LessonStep),
+            KeyCode::Char('c') => Some(Msg::Capture),
+            _ => navigation,
+        },
         Mode::Picker => match key.code {
             KeyCode::Esc => Some(Msg::Back),
             KeyCode::Enter => Some(Msg::Yes),
@@ -141,6 +162,14 @@ fn normal_key(key: &KeyEvent) -> Option<Msg> {
         KeyCode::Char('[') => Msg::Act(Action::SlowerTraffic),
         KeyCode::Char('v') => Msg::Act(Action::Vnodes),
         KeyCode::Char('R') => Msg::Act(Action::Restart),
+        KeyCode::Char('w') => Msg::Watch,
+        KeyCode::Char('%') => Msg::Modulo,
+        KeyCode::Char('i') => Msg::Probe,
+        KeyCode::Char('f') => Msg::Follow,
+        KeyCode::Char('c') => Msg::Capture,
+        KeyCode::Char('P') => Msg::LessonPause,
+        KeyCode::Char('n') => Msg::LessonStep,
+        KeyCode::Char('b') => Msg::LessonReplay,
         KeyCode::Char('/') => Msg::StartFilter,
         KeyCode::Char('s') => Msg::Sort,
         KeyCode::Enter => Msg::ToggleOnlySelected,
@@ -153,7 +182,7 @@ fn normal_key(key: &KeyEvent) -> Option<Msg> {
 }
 
 /// Every key and what it does, for the help and the README.
-pub const KEYS: [(&str, &str); 26] = [
+pub const KEYS: [(&str, &str); 34] = [
     ("↑/↓ j/k", "select a backend, or scroll the focused panel"),
     ("g/G Home/End", "first / last row; PgUp/PgDn a page"),
     ("Tab Shift-Tab", "focus the next / previous panel"),
@@ -174,6 +203,17 @@ pub const KEYS: [(&str, &str); 26] = [
     ("s", "sort sessions (or click a column)"),
     ("Enter", "sessions of the selected backend only / all"),
     ("space", "freeze / unfreeze everything on screen"),
+    (
+        "w",
+        "watch the last change again: moved sessions glide to their new owner",
+    ),
+    ("%", "modulo beside the ring: what hash % N would have moved"),
+    ("i", "probe a key: its hash, ring position and clockwise walk"),
+    ("f", "follow a session or a demo client (client-7); Esc stops"),
+    ("c", "capture the screen as SVG and text, in the current directory"),
+    ("P", "lesson: pause / go on"),
+    ("n", "lesson: the next step now (at the end, the report)"),
+    ("b", "lesson: replay from the start"),
     ("mouse", "click: focus, select, sort; wheel: scroll"),
     ("Esc", "close the innermost popup, filter or focus"),
     ("?", "this help (j/k scroll it)"),
@@ -183,10 +223,10 @@ pub const KEYS: [(&str, &str); 26] = [
 ];
 
 /// The words the dashboard uses, for the help.
-pub const WORDS: [(&str, &str); 6] = [
+pub const WORDS: [(&str, &str); 8] = [
     (
         "ring",
-        "outside, who takes a new key landing there now (a fill per backend); inside, • each vnode (◦ draining, × out of service), · each session, ◆ the last key; a legend bar half full is an even share",
+        "outside, who takes a new key landing there now (a fill per backend); inside, • each vnode (◦ draining, × out of service), · each session, ◆ the last key; a legend bar half full is an even share; ● a session the last change moved, ◎ the followed one, ◇ a probed key",
     ),
     (
         "moved",
@@ -208,17 +248,26 @@ pub const WORDS: [(&str, &str); 6] = [
         "vnodes",
         "each backend's points on the ring; more points, more even shares (v changes them live)",
     ),
+    (
+        "kept",
+        "a session the last change left where it was; modulo would move counts what hash % N would have moved",
+    ),
+    (
+        "walk",
+        "a key goes clockwise from its hash to the first vnode of a backend that takes it; i shows each vnode passed by and why",
+    ),
 ];
 
 /// The help's entries as (term, meaning): the lesson's text when one
 /// runs, each key, then each word.
-pub fn help_lines(lesson: Option<&Lesson>) -> Vec<(String, String)> {
+pub fn help_lines(lesson: Option<&LessonState>) -> Vec<(String, String)> {
     let mut lines = Vec::new();
     if let Some(l) = lesson {
-        let text = l.about.iter().skip(1).filter(|t| !t.is_empty()).cloned();
-        let title = l.about.first().cloned().unwrap_or_else(|| l.name.clone());
-        lines.push(("lesson".to_owned(), title));
-        lines.push((String::new(), text.collect::<Vec<_>>().join(" ")));
+        let title = if l.headline.is_empty() { &l.name } else { &l.headline };
+        lines.push(("lesson".to_owned(), title.clone()));
+        for p in super::lesson::paragraphs(l) {
+            lines.push((String::new(), p.to_owned()));
+        }
         lines.push((String::new(), String::new()));
     }
     let pairs = KEYS.iter().chain([("", "")].iter()).chain(WORDS.iter());
@@ -279,12 +328,28 @@ mod tests {
             (KeyCode::Char('?'), Msg::Help),
             (KeyCode::Char('q'), Msg::Quit),
             (KeyCode::Esc, Msg::Back),
+            (KeyCode::Char('w'), Msg::Watch),
+            (KeyCode::Char('%'), Msg::Modulo),
+            (KeyCode::Char('i'), Msg::Probe),
+            (KeyCode::Char('f'), Msg::Follow),
+            (KeyCode::Char('c'), Msg::Capture),
+            (KeyCode::Char('P'), Msg::LessonPause),
+            (KeyCode::Char('n'), Msg::LessonStep),
+            (KeyCode::Char('b'), Msg::LessonReplay),
         ];
         for (code, msg) in cases {
             assert_eq!(message(&key(code), Mode::Normal, &areas), Some(msg), "{code:?}");
         }
         let ctrl_c = Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
-        for mode in [Mode::Normal, Mode::Typing, Mode::Help, Mode::Confirm, Mode::Picker] {
+        for mode in [
+            Mode::Normal,
+            Mode::Typing,
+            Mode::Help,
+            Mode::Confirm,
+            Mode::Picker,
+            Mode::Prompt,
+            Mode::Report,
+        ] {
             assert_eq!(message(&ctrl_c, mode, &areas), Some(Msg::Quit), "{mode:?}");
         }
         assert_eq!(message(&key(KeyCode::Char('z')), Mode::Normal, &areas), None);
@@ -314,6 +379,22 @@ mod tests {
         assert_eq!(m(KeyCode::Backspace, Mode::Typing), Some(Msg::FilterBack));
         assert_eq!(m(KeyCode::Enter, Mode::Typing), Some(Msg::FilterDone));
         assert_eq!(m(KeyCode::Esc, Mode::Typing), Some(Msg::Back));
+        // A prompt: every character is text, arrows scroll its answer.
+        assert_eq!(m(KeyCode::Char('q'), Mode::Prompt), Some(Msg::TypeChar('q')));
+        assert_eq!(m(KeyCode::Char('j'), Mode::Prompt), Some(Msg::TypeChar('j')));
+        assert_eq!(m(KeyCode::Down, Mode::Prompt), Some(Msg::Down));
+        assert_eq!(m(KeyCode::Enter, Mode::Prompt), Some(Msg::Submit));
+        assert_eq!(m(KeyCode::Esc, Mode::Prompt), Some(Msg::Back));
+        // The report: scroll, replay, close.
+        assert_eq!(m(KeyCode::Char('j'), Mode::Report), Some(Msg::Down));
+        assert_eq!(m(KeyCode::Char('b'), Mode::Report), Some(Msg::LessonReplay));
+        assert_eq!(
+            m(KeyCode::Char('c'), Mode::Report),
+            Some(Msg::Capture),
+            "a report for a handout"
+        );
+        assert_eq!(m(KeyCode::Esc, Mode::Report), Some(Msg::Back));
+        assert_eq!(m(KeyCode::Char('x'), Mode::Report), None);
     }
 
     #[test]

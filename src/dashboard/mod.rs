@@ -8,12 +8,17 @@
 //!
 //! Files: the UI loop here; pure state in `app` (keys) and `scene` (what is
 //! shown); `input` maps keys and the mouse; `view` draws; `lesson` is what a
-//! scripted lesson shows; `text` fits text to the screen.
+//! scripted lesson shows; `moves` the last change's sessions and their
+//! glide; `follow` the followed session; `perform` what the loop does for
+//! the app's requests; `export` saves a frame; `text` fits text to the screen.
 
 pub mod app;
 pub mod export;
+pub mod follow;
 pub mod input;
 pub mod lesson;
+pub mod moves;
+pub mod perform;
 pub mod scene;
 pub mod text;
 pub mod view;
@@ -32,8 +37,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::app::Handle;
 use crate::engine::{Command, CommandError, Shared};
+use crate::experiment::scenario::Lesson;
 use app::App;
-use lesson::Lesson;
+use moves::MovesView;
 use scene::{RING_SAMPLES, SessionRow, Snapshot};
 
 /// Most vnodes drawn on the ring; more are sampled evenly.
@@ -50,12 +56,9 @@ pub async fn run(handle: &Handle, log_path: &str) -> anyhow::Result<()> {
     run_lesson(handle, log_path, None).await
 }
 
-/// Runs the dashboard with a scripted lesson shown above it.
-pub async fn run_lesson(
-    handle: &Handle,
-    log_path: &str,
-    lesson: Option<watch::Receiver<Lesson>>,
-) -> anyhow::Result<()> {
+/// Runs the dashboard with a scripted lesson shown above it, driven by
+/// its keys (pause, next step, replay).
+pub async fn run_lesson(handle: &Handle, log_path: &str, lesson: Option<&Lesson>) -> anyhow::Result<()> {
     require_terminal()?;
     let mut terminal = TerminalGuard::enter()?;
     ui_loop(handle, &mut terminal, log_path.to_owned(), lesson).await
@@ -92,10 +95,15 @@ impl TerminalGuard {
         })
     }
 
-    fn draw(&mut self, render: impl FnOnce(&mut ratatui::Frame<'_>)) -> std::io::Result<()> {
+    /// Draws a frame; returns a copy of it when `keep`.
+    fn draw(
+        &mut self,
+        keep: bool,
+        render: impl FnOnce(&mut ratatui::Frame<'_>),
+    ) -> std::io::Result<Option<ratatui::buffer::Buffer>> {
         match &mut self.terminal {
-            Some(t) => t.draw(render).map(|_| ()),
-            None => Ok(()),
+            Some(t) => t.draw(render).map(|f| keep.then(|| f.buffer.clone())),
+            None => Ok(None),
         }
     }
 }
@@ -140,15 +148,31 @@ fn spawn_input(stop: Arc<AtomicBool>) -> mpsc::Receiver<TermEvent> {
 /// A command on its way through the engine, and its outcome.
 type Reply = Pin<Box<dyn Future<Output = (Command, Result<String, CommandError>)> + Send>>;
 
+/// Waits for a change on an optional watch; forgets it once its sender is gone.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                *rx = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn ui_loop(
     handle: &Handle,
     terminal: &mut TerminalGuard,
     log_path: String,
-    mut lesson: Option<watch::Receiver<Lesson>>,
+    lesson: Option<&Lesson>,
 ) -> anyhow::Result<()> {
     let shared = Arc::clone(handle.shared());
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let mut app = App::new(no_color, log_path);
+    let mut app = App::new(no_color, log_path.clone());
+    let mut lesson_rx = lesson.map(Lesson::state);
+    let mut moves_rx = Some(shared.bus.watch_moves());
+    let mut follows_rx = Some(shared.watch_follows());
+    let mut capture = false;
     let stop = Arc::new(AtomicBool::new(false));
     let mut input = spawn_input(Arc::clone(&stop));
     let mut bus = shared.bus.subscribe();
@@ -164,6 +188,18 @@ async fn ui_loop(
     let mut events = Vec::new();
     let mut dirty = true;
     app.set_snapshot(snapshot(&shared));
+    // A change before the dashboard started is shown, not replayed; the
+    // backends joining at start, with no session yet, are no lesson.
+    let before = moves_rx.as_mut().and_then(|r| r.borrow_and_update().clone());
+    if let Some(m) = before.filter(|m| m.summary.sessions > 0) {
+        app.set_moves(MovesView::new(&m, |id| shared.backend_name(id)), false);
+    }
+    if let Some(rx) = &mut lesson_rx {
+        app.set_lesson(rx.borrow_and_update().clone());
+    }
+    for request in app.take_requests() {
+        perform::perform(request, &shared, lesson, &mut app);
+    }
     let result = loop {
         tokio::select! {
             e = input.recv() => {
@@ -181,10 +217,34 @@ async fn ui_loop(
                         Err(e) => app.on_reply(&command, Err(e.to_string())),
                     }
                 }
+                for request in app.take_requests() {
+                    capture |= perform::perform(request, &shared, lesson, &mut app);
+                }
                 if app.quit {
                     break Ok(());
                 }
                 dirty = true;
+            }
+            () = changed(&mut moves_rx) => {
+                let latest = moves_rx.as_mut().and_then(|r| r.borrow_and_update().clone());
+                if let Some(m) = latest {
+                    app.set_moves(MovesView::new(&m, |id| shared.backend_name(id)), true);
+                    dirty = true;
+                }
+            }
+            () = changed(&mut follows_rx) => {
+                if let Some(fp) = app.following() {
+                    app.set_followed(perform::followed_now(&shared, fp));
+                    dirty = true;
+                }
+            }
+            () = changed(&mut lesson_rx) => {
+                if let Some(rx) = &mut lesson_rx {
+                    let mut state = rx.borrow_and_update().clone();
+                    lesson::refresh(&mut state, tokio::time::Instant::now());
+                    app.set_lesson(state);
+                    dirty = true;
+                }
             }
             Some((command, outcome)) = replies.next(), if !replies.is_empty() => {
                 app.on_reply(&command, outcome.as_deref().map_err(ToString::to_string));
@@ -196,10 +256,15 @@ async fn ui_loop(
             }
             _ = data.tick() => {
                 app.set_snapshot(snapshot(&shared));
-                if let Some(rx) = &mut lesson {
-                    let mut l = rx.borrow_and_update().clone();
-                    l.tick();
-                    app.lesson = Some(l);
+                if let Some(fp) = app.following() {
+                    app.set_followed(perform::followed_now(&shared, fp));
+                }
+                if let Some(key) = app.probing().map(str::to_owned) {
+                    let result = perform::probe(&shared, &key);
+                    app.on_probe(key, result);
+                }
+                if let Some(l) = &mut app.lesson {
+                    lesson::refresh(l, tokio::time::Instant::now());
                 }
                 dirty = true;
             }
@@ -213,25 +278,40 @@ async fn ui_loop(
                     }
                     dirty = true;
                 }
-                if dirty {
-                    let drawn = terminal.draw(|f| {
+                // A glide draws every frame while it lasts, and only then.
+                if app.animating() {
+                    dirty = true;
+                }
+                if dirty || capture {
+                    let drawn = terminal.draw(capture, |f| {
                         let (a, viewport) = view::draw(&app, f);
                         areas = a;
                         app.viewport = viewport;
                     });
-                    if let Err(e) = drawn {
-                        if terminal_gone(&e) {
+                    let mut saved = false;
+                    match drawn {
+                        Ok(Some(frame)) => {
+                            perform::capture(&frame, &perform::capture_dirs(&log_path), &mut app);
+                            (capture, saved) = (false, true);
+                        }
+                        Ok(None) => {}
+                        Err(e) if terminal_gone(&e) => {
                             tracing::info!("the terminal went away ({e}): shutting down");
                             break Ok(());
                         }
-                        break Err(e.into());
+                        Err(e) => break Err(e.into()),
                     }
-                    dirty = false;
+                    app.tick_frame();
+                    // The flash line says where the screen went: drawn next frame.
+                    dirty = saved;
                 }
             }
         }
     };
     stop.store(true, Ordering::Relaxed);
+    if let Some(fp) = app.following() {
+        shared.unfollow(fp);
+    }
     result
 }
 
@@ -272,6 +352,7 @@ pub fn snapshot(shared: &Shared) -> Snapshot {
         .into_iter()
         .map(|s| SessionRow {
             key: s.name().to_string(),
+            fingerprint: s.fingerprint,
             client: clients.get(&s.fingerprint).cloned(),
             backend: topo.backend(s.backend).name.to_string(),
             age_secs: now.saturating_sub(s.created_secs),

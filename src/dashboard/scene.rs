@@ -1,9 +1,12 @@
 //! What the dashboard shows: the engine's latest snapshot and what the
 //! dashboard derived from the event stream (rates, sparklines, the event
-//! log, the last route and the last change). Freezing keeps a copy of it.
+//! log, the last route and the last change), the last change's moves and
+//! the followed session. Freezing keeps a copy of it.
 
 use std::collections::VecDeque;
 
+use super::follow::Followed;
+use super::moves::MovesView;
 use crate::bus::BusEvent;
 use crate::demo::traffic::TrafficEvent;
 use crate::engine::view::{BackendView, StatsView};
@@ -56,6 +59,8 @@ pub struct LogLine {
 pub struct SessionRow {
     /// The session's name (`#3fa2c1e9` or a client address).
     pub key: String,
+    /// Its fingerprint.
+    pub fingerprint: u64,
     /// The demo client it belongs to (`client-7`), when known.
     pub client: Option<String>,
     /// Its backend.
@@ -130,6 +135,10 @@ pub struct Scene {
     pub last_route: Option<LastRoute>,
     /// The last change's remap summary.
     pub remap: Option<crate::router::RemapSummary>,
+    /// The last change's moves, session by session.
+    pub moves: Option<MovesView>,
+    /// The session followed.
+    pub followed: Option<Followed>,
     /// Requests per second by backend name, oldest first.
     pub history: Vec<(String, VecDeque<u64>)>,
     /// Requests per second overall (last second).
@@ -189,6 +198,7 @@ impl Scene {
     /// A lesson starts afresh: what was derived from the old one goes.
     pub fn restart(&mut self) {
         self.remap = None;
+        self.moves = None;
         self.last_route = None;
         self.history.clear();
         self.last_requests.clear();

@@ -2,11 +2,15 @@
 //!
 //! From the top: the header (addresses, modes, figures), the lesson when
 //! one runs, the body (backends, the last change, the ring, sessions, the
-//! event log), a one-line flash message about the last action, and the
-//! keys that work now.
+//! followed session, the event log — or the ring beside modulo), a
+//! one-line flash message about the last action, and the keys that work now.
 
+mod follow;
+mod keys;
+mod lesson;
 mod log;
 mod popup;
+mod probe;
 mod ring;
 mod tables;
 mod theme;
@@ -17,7 +21,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
-use super::app::{App, Mode, Panel, Popup, Viewport};
+use super::app::{App, Panel, Popup, PromptKind, Viewport};
 use super::input::Areas;
 use super::text::{fit, width, wrap};
 use crate::text::thousands;
@@ -41,24 +45,91 @@ pub fn draw(app: &App, frame: &mut Frame<'_>) -> (Areas, Viewport) {
         frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
         return (Areas::default(), viewport);
     }
-    let lesson_height = lesson_height(app, area);
-    let [header, lesson, body, flash, footer] = Layout::vertical([
+    let [header, band, body, flash, footer] = Layout::vertical([
         Constraint::Length(2),
-        Constraint::Length(lesson_height),
+        Constraint::Length(lesson::band_height(app, area)),
         Constraint::Min(0),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
     .areas(area);
     draw_header(app, &theme, frame, header);
-    draw_lesson(app, &theme, frame, lesson);
+    lesson::draw_band(app, &theme, frame, band, area);
     draw_flash(app, &theme, frame, flash);
-    draw_footer(app, &theme, frame, footer);
+    keys::draw(app, &theme, frame, footer);
+    let mut areas = Areas::default();
+    let ring_area = if app.modulo && app.scene().moves.is_some() {
+        ring::draw_modulo(app, &theme, frame, body);
+        Rect::default()
+    } else {
+        draw_body(app, &theme, frame, body, area, &mut areas, &mut viewport)
+    };
+    // Popups leave the flash line and the keys in view.
+    let above = Rect {
+        height: area.height.saturating_sub(2),
+        ..area
+    };
+    match &app.popup {
+        Some(Popup::Help { scroll }) => {
+            let (help, shown, total) = popup::help(app, &theme, frame, above, *scroll);
+            areas.help = help;
+            viewport.help = shown;
+            viewport.help_total = total;
+        }
+        Some(Popup::Confirm(c)) => popup::confirm(&theme, frame, above, c),
+        Some(Popup::Picker(p)) => popup::picker(&theme, frame, above, p),
+        Some(Popup::Prompt {
+            kind: PromptKind::Probe,
+            input,
+            scroll,
+        }) => {
+            // Beside the ring, so the walk on it stays in view.
+            let beside = if ring_area.width > 0 && body.right() >= ring_area.right() + 40 {
+                Rect::new(ring_area.right(), body.y, body.right() - ring_area.right(), body.height)
+            } else {
+                body
+            };
+            let (shown, total) = probe::draw(&theme, frame, beside, input, app.probed.as_ref(), *scroll);
+            viewport.popup = shown;
+            viewport.popup_total = total;
+        }
+        Some(Popup::Prompt {
+            kind: PromptKind::Follow,
+            input,
+            ..
+        }) => follow::prompt(&theme, frame, above, input),
+        Some(Popup::Card { scroll }) => {
+            let (_, shown, total) = lesson::card(app, &theme, frame, above, *scroll);
+            viewport.popup = shown;
+            viewport.popup_total = total;
+        }
+        Some(Popup::Report { scroll }) => {
+            let (_, shown, total) = lesson::report(app, &theme, frame, above, *scroll);
+            viewport.popup = shown;
+            viewport.popup_total = total;
+        }
+        None => {}
+    }
+    (areas, viewport)
+}
+
+/// Draws the body: backends, the last change, then the ring beside the
+/// sessions (and the followed session, the lesson, the event log); returns
+/// where the ring went.
+fn draw_body(
+    app: &App,
+    theme: &Theme,
+    frame: &mut Frame<'_>,
+    body: Rect,
+    whole: Rect,
+    areas: &mut Areas,
+    viewport: &mut Viewport,
+) -> Rect {
+    let theme = *theme;
 
     let backends_count = app.scene().snapshot.backends.len() as u16;
     let table_height = (backends_count + 3).min(body.height.saturating_sub(1));
     let remap_lines = remap_lines(app, body.width);
-    let mut areas = Areas::default();
     let wide = body.width >= 110 && body.height >= 24;
     let remap_height = if wide || body.height > table_height + 8 {
         remap_lines.len() as u16
@@ -77,48 +148,95 @@ pub fn draw(app: &App, frame: &mut Frame<'_>) -> (Areas, Viewport) {
     areas.backends_offset = tables::backends(app, &theme, frame, backends);
     viewport.backends = backends.height.saturating_sub(3) as usize;
     draw_remap(app, &theme, frame, remap);
-    let (ring, sessions, log) = if wide {
+    // The lesson's caption goes beside the ring when the band cannot hold it.
+    let lesson_panel = app.lesson.is_some() && !lesson::caption_in_band(app, whole);
+    let (ring, right, log) = if wide {
         let ring_width = (rest.height * 2 + 2).min(body.width / 2);
         let [left, right] = Layout::horizontal([Constraint::Length(ring_width), Constraint::Min(0)]).areas(rest);
-        let [sessions, log] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
-        (left, sessions, log)
+        (left, right, None)
     } else if rest.height >= 6 {
         let log_height = if rest.height >= 20 { rest.height / 3 } else { 0 };
         let [middle, log] = Layout::vertical([Constraint::Min(0), Constraint::Length(log_height)]).areas(rest);
         let ring_width = (middle.height * 2 + 2).min(middle.width * 2 / 5);
-        let [ring, sessions] = Layout::horizontal([Constraint::Length(ring_width), Constraint::Min(0)]).areas(middle);
-        (ring, sessions, log)
+        let [ring, right] = Layout::horizontal([Constraint::Length(ring_width), Constraint::Min(0)]).areas(middle);
+        (ring, right, Some(log))
     } else {
-        (Rect::default(), Rect::default(), Rect::default())
+        (Rect::default(), Rect::default(), Some(Rect::default()))
     };
+    let side = stack(app, right, lesson_panel, log.is_none());
     ring::draw(app, &theme, frame, ring);
-    areas.session_columns = tables::sessions(app, &theme, frame, sessions);
+    areas.session_columns = tables::sessions(app, &theme, frame, side.sessions);
+    lesson::draw_panel(app, &theme, frame, side.lesson);
+    follow::draw(app, &theme, frame, side.follow);
+    let log = log.unwrap_or(side.log);
     log::draw(app, &theme, frame, log);
-    if sessions.height >= 3 {
-        areas.sessions = sessions;
-        viewport.sessions = sessions.height.saturating_sub(3) as usize;
+    if side.sessions.height >= 3 {
+        areas.sessions = side.sessions;
+        viewport.sessions = side.sessions.height.saturating_sub(3) as usize;
     }
     if log.height >= 3 {
         areas.log = log;
         viewport.log = log.height.saturating_sub(2) as usize;
     }
-    // Popups leave the flash line and the keys in view.
-    let above = Rect {
-        height: area.height.saturating_sub(2),
-        ..area
-    };
-    match &app.popup {
-        Some(Popup::Help { scroll }) => {
-            let (help, shown, total) = popup::help(app, &theme, frame, above, *scroll);
-            areas.help = help;
-            viewport.help = shown;
-            viewport.help_total = total;
+    ring
+}
+
+/// Where the panels beside the ring go.
+#[derive(Default)]
+struct Side {
+    sessions: Rect,
+    lesson: Rect,
+    follow: Rect,
+    log: Rect,
+}
+
+/// Stacks the panels beside the ring in `area`: the sessions (or the
+/// lesson's caption, unless the sessions have the focus), the followed
+/// session, and the event log when `with_log`. Where only one fits, the
+/// focused or newest wins.
+fn stack(app: &App, area: Rect, lesson_panel: bool, with_log: bool) -> Side {
+    let mut side = Side::default();
+    let following = app.scene().followed.is_some();
+    let sessions_first = app.focus == Panel::Sessions || !lesson_panel;
+    let follow_h = follow::wanted_height(app).max(6);
+    if with_log {
+        // Wide: equal shares, top to bottom.
+        let mut parts: Vec<u8> = vec![0];
+        if lesson_panel {
+            parts.push(1);
         }
-        Some(Popup::Confirm(c)) => popup::confirm(&theme, frame, above, c),
-        Some(Popup::Picker(p)) => popup::picker(&theme, frame, above, p),
-        None => {}
+        if following {
+            parts.push(2);
+        }
+        parts.push(3);
+        let rects = Layout::vertical(parts.iter().map(|_| Constraint::Fill(1))).split(area);
+        for (p, r) in parts.iter().zip(rects.iter()) {
+            match p {
+                0 => side.sessions = *r,
+                1 => side.lesson = *r,
+                2 => side.follow = *r,
+                _ => side.log = *r,
+            }
+        }
+        return side;
     }
-    (areas, viewport)
+    let (top, follow) = if !following {
+        (area, Rect::default())
+    } else if area.height >= follow_h + 6 {
+        let [top, follow] = Layout::vertical([Constraint::Min(0), Constraint::Length(follow_h)]).areas(area);
+        (top, follow)
+    } else if app.focus == Panel::Sessions {
+        (area, Rect::default())
+    } else {
+        (Rect::default(), area)
+    };
+    side.follow = follow;
+    if sessions_first {
+        side.sessions = top;
+    } else {
+        side.lesson = top;
+    }
+    side
 }
 
 /// `12s`, `3m05s`, `1h02m`.
@@ -273,98 +391,48 @@ fn draw_header(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
     frame.render_widget(Paragraph::new(vec![line1, line2]), area);
 }
 
-/// The last change, wrapped to at most two lines (three when wide).
+/// The last change, wrapped to at most two lines (three when wide), after
+/// the counter of its moves when there is one.
 fn remap_lines(app: &App, width: u16) -> Vec<String> {
     let text = match &app.scene().remap {
         Some(r) if width >= 110 => format!("last change: {r}"),
         Some(r) => format!("last change: {}", r.brief()),
         None => "last change: none yet — kill (x), drain (d) or add (a) a backend to see what moves".to_owned(),
     };
-    let most = if width >= 110 { 3 } else { 2 };
-    wrap(&text, width.saturating_sub(2) as usize, most)
+    let counter = app.scene().moves.is_some();
+    // The counter takes a line of the summary's below 110 columns.
+    let most = if width >= 110 { 3 } else { 2 - usize::from(counter) };
+    let mut lines = wrap(&text, width.saturating_sub(2) as usize, most);
+    if counter {
+        lines.insert(0, String::new());
+    }
+    lines
 }
 
 fn draw_remap(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
     if area.height == 0 {
         return;
     }
-    let lines = wrap(
-        &remap_lines(app, area.width).join(" "),
-        area.width.saturating_sub(2) as usize,
-        area.height as usize,
-    );
-    let lines: Vec<Line<'_>> = lines.into_iter().map(|l| Line::from(format!(" {l}"))).collect();
-    frame.render_widget(Paragraph::new(lines).style(theme.fg(Color::Magenta)), area);
-}
-
-fn lesson_height(app: &App, area: Rect) -> u16 {
-    let Some(lesson) = &app.lesson else { return 0 };
-    if area.height < 30 {
-        return 2;
-    }
-    let text = lesson.about.iter().skip(1).filter(|l| !l.is_empty()).count() as u16;
-    (2 + text).min(area.height / 5).max(2)
-}
-
-fn draw_lesson(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
-    let Some(lesson) = &app.lesson else { return };
-    if area.height == 0 {
-        return;
-    }
-    let w = area.width.saturating_sub(1) as usize;
-    let mut title = lesson.about.first().cloned().unwrap_or_else(|| lesson.name.clone());
-    if area.height <= 2 && lesson.about.len() > 1 {
-        title.push_str(" (? shows the whole lesson)");
-    }
-    let mut lines = vec![Line::from(vec![
-        Span::styled(" lesson ", theme.badge()),
-        Span::styled(
-            fit(&format!(" {title}"), w.saturating_sub(8)),
-            Style::new().add_modifier(Modifier::BOLD),
-        ),
-    ])];
-    let total = lesson.steps.len();
-    let status = if lesson.ended {
-        "the lesson has ended — q quits and prints the report".to_owned()
-    } else {
-        let now = match lesson.current {
-            Some(i) => {
-                let step = &lesson.steps[i];
-                let outcome = lesson.outcome.as_deref().map_or(String::new(), |o| format!(" — {o}"));
-                format!(
-                    "step {}/{total} at {:.0}s: {}{outcome}",
-                    i + 1,
-                    step.at_secs,
-                    step.label
-                )
-            }
-            None => format!("{:.0}s in, {total} steps to come", lesson.elapsed_secs),
-        };
-        match lesson.next() {
-            Some((step, wait)) => format!("next in {wait:.0}s: {} · {now}", step.label),
-            None => format!(
-                "ends in {:.0}s · {now}",
-                (lesson.duration_secs - lesson.elapsed_secs).max(0.0)
-            ),
+    let mut lines: Vec<Line<'_>> = Vec::new();
+    let mut room = area.height as usize;
+    if let Some(m) = &app.scene().moves {
+        let counter = format!(" {} ", m.headline);
+        let hint = "  w watch again · % beside modulo";
+        let mut spans = vec![Span::raw(" "), Span::styled(counter.clone(), theme.counter())];
+        if width(&counter) + width(hint) < area.width as usize {
+            spans.push(Span::styled(hint, theme.dim()));
         }
-    };
-    lines.push(Line::from(Span::styled(
-        fit(&format!(" {status}"), w),
-        theme.fg(Color::Cyan),
-    )));
-    let text = lesson
-        .about
-        .iter()
-        .skip(1)
+        lines.push(Line::from(spans));
+        room -= 1;
+    }
+    let summary: Vec<String> = remap_lines(app, area.width)
+        .into_iter()
         .filter(|l| !l.is_empty())
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let room = area.height.saturating_sub(2) as usize;
+        .collect();
+    let text = wrap(&summary.join(" "), area.width.saturating_sub(2) as usize, room);
     lines.extend(
-        wrap(&text, w.saturating_sub(1), room)
-            .into_iter()
-            .map(|l| Line::from(format!(" {l}"))),
+        text.into_iter()
+            .map(|l| Line::from(Span::styled(format!(" {l}"), theme.fg(Color::Magenta)))),
     );
     frame.render_widget(Paragraph::new(lines), area);
 }
@@ -380,90 +448,4 @@ fn draw_flash(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         ])),
         area,
     );
-}
-
-/// The keys that work now, most useful first.
-fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
-    match app.mode() {
-        Mode::Typing => vec![("Enter", "keep"), ("Esc", "clear"), ("Ctrl-C", "quit")],
-        Mode::Confirm => vec![("y", "yes"), ("n/Esc", "no")],
-        Mode::Picker => vec![("j/k", "move"), ("Enter", "pick"), ("1-9", "pick"), ("Esc", "close")],
-        Mode::Help => vec![("j/k", "scroll"), ("Esc ?", "close")],
-        Mode::Normal => {
-            let mut h = match app.focus {
-                Panel::Backends => vec![
-                    ("j/k", "select"),
-                    ("x", "kill"),
-                    ("r", "revive"),
-                    ("d", "drain"),
-                    ("+/-", "weight"),
-                    ("a", "add"),
-                    ("p", "placement"),
-                    ("m", "affinity"),
-                    ("v", "vnodes"),
-                    ("space", "freeze"),
-                    ("Tab", "panel"),
-                ],
-                Panel::Sessions => vec![
-                    ("j/k", "scroll"),
-                    ("s", "sort"),
-                    ("/", "filter"),
-                    ("Enter", "selected only"),
-                    ("g/G", "top/end"),
-                    ("Tab", "panel"),
-                ],
-                Panel::Log => vec![("j/k", "scroll"), ("g/G", "oldest/newest"), ("Tab", "panel")],
-            };
-            if app.filter.is_some() || app.focus != Panel::Backends || app.only_selected {
-                h.insert(0, ("Esc", "back"));
-            }
-            h
-        }
-    }
-}
-
-fn draw_footer(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
-    let key = theme.fg(Color::Cyan).add_modifier(Modifier::BOLD);
-    let dim = theme.dim();
-    let mut left: Vec<Span<'_>> = Vec::new();
-    if app.mode() == Mode::Typing {
-        left.push(Span::styled(
-            format!(" filter: {}▏ ", app.filter.as_deref().unwrap_or("")),
-            Style::new().add_modifier(Modifier::BOLD),
-        ));
-    }
-    // `? help · q quit` always shows, at the right; while typing, Ctrl-C quits.
-    let tail: Vec<(&str, &str)> = match app.mode() {
-        Mode::Typing => vec![],
-        Mode::Help => vec![("q", "quit")],
-        _ => vec![("?", "help"), ("q", "quit")],
-    };
-    let span_width = |spans: &[Span<'_>]| spans.iter().map(|s| width(&s.content)).sum::<usize>();
-    let pair =
-        |(k, what): (&'static str, &'static str)| vec![Span::styled(k, key), Span::styled(format!(" {what}"), dim)];
-    let mut tail_spans: Vec<Span<'_>> = Vec::new();
-    for (i, h) in tail.into_iter().enumerate() {
-        if i > 0 {
-            tail_spans.push(Span::styled(" · ", dim));
-        }
-        tail_spans.extend(pair(h));
-    }
-    let room = (area.width as usize).saturating_sub(span_width(&tail_spans) + 2);
-    left.insert(0, Span::raw(" "));
-    for h in hints(app) {
-        let mut next = if left.len() > 1 {
-            vec![Span::styled(" · ", dim)]
-        } else {
-            vec![]
-        };
-        next.extend(pair(h));
-        if span_width(&left) + span_width(&next) > room {
-            break;
-        }
-        left.extend(next);
-    }
-    let pad = (area.width as usize).saturating_sub(span_width(&left) + span_width(&tail_spans) + 1);
-    left.push(Span::raw(" ".repeat(pad)));
-    left.extend(tail_spans);
-    frame.render_widget(Paragraph::new(Line::from(left)), area);
 }

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, watch};
 use super::Shared;
 use crate::bus::{BusEvent, Subscription};
 use crate::demo::traffic::TrafficEvent;
-use crate::router::{BackendId, BackendState, Event, SessionEnd, SessionName};
+use crate::router::{BackendId, BackendState, Event, SessionEnd, SessionKey, SessionName};
 use crate::shutdown::ShutdownSignal;
 
 /// The most sessions followed at once.
@@ -186,6 +186,17 @@ pub enum FollowError {
     /// [`MAX_FOLLOWED`] are followed already.
     #[error("{MAX_FOLLOWED} sessions are followed already, the most at once: stop following one first")]
     TooMany,
+}
+
+/// Why a text names no session (see [`Shared::session_named`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Well formed, but no such session (or client) now.
+    #[error("no session {0}")]
+    Unknown(String),
+    /// Not a way to name a session.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// A followed session as the recorder keeps it.
@@ -436,6 +447,87 @@ impl Shared {
         out.sort_by_key(|s| s.fingerprint);
         out
     }
+}
+
+impl Shared {
+    /// The fingerprint a text names: 16 hex digits; `#` and the 8 shown
+    /// (among the followed sessions when `among_followed`, else the table);
+    /// a client address; or a demo client, `client-N`.
+    pub fn session_named(&self, text: &str, among_followed: bool) -> Result<u64, NameError> {
+        let unknown = || NameError::Unknown(text.to_owned());
+        if let Some(n) = client_number(text) {
+            return self
+                .traffic()
+                .and_then(|t| t.registry().session_of(n, &self.router))
+                .map(|s| s.fingerprint)
+                .ok_or_else(unknown);
+        }
+        if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+            return self.router.fingerprint(SessionKey::Source(ip)).ok_or_else(unknown);
+        }
+        let hex = text.strip_prefix('#').unwrap_or(text);
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(NameError::Malformed(format!(
+                "{text:?}: name a session by its fingerprint (16 hex digits, or # and 8), its client address, or client-N"
+            )));
+        }
+        match hex.len() {
+            16 => u64::from_str_radix(hex, 16).map_err(|_| unknown()),
+            8 => {
+                let top = u64::from_str_radix(hex, 16).map_err(|_| unknown())?;
+                let matches: Vec<u64> = if among_followed {
+                    self.followed()
+                        .iter()
+                        .map(|s| s.fingerprint)
+                        .filter(|f| f >> 32 == top)
+                        .collect()
+                } else {
+                    self.router
+                        .sessions()
+                        .map(|t| t.list(2, |s| s.fingerprint >> 32 == top))
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|s| s.fingerprint)
+                        .collect()
+                };
+                match matches.as_slice() {
+                    [one] => Ok(*one),
+                    [] => Err(unknown()),
+                    _ => Err(NameError::Malformed(format!(
+                        "#{hex} names more than one session: give all 16 digits"
+                    ))),
+                }
+            }
+            _ => Err(NameError::Malformed(format!(
+                "{text:?}: a fingerprint has 16 hex digits (or 8 after #)"
+            ))),
+        }
+    }
+
+    /// Starts following the session `text` names ([`Shared::session_named`]):
+    /// a demo client's by number, so the history names the client.
+    pub fn follow_named(&self, text: &str) -> Result<History, FollowNamedError> {
+        match client_number(text) {
+            Some(n) => Ok(self.follow_client(n)?),
+            None => Ok(self.follow(self.session_named(text, false)?)?),
+        }
+    }
+}
+
+/// Why [`Shared::follow_named`] follows nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowNamedError {
+    /// The text names no session.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The session cannot be followed.
+    #[error(transparent)]
+    Follow(#[from] FollowError),
+}
+
+/// `client-7` → 7.
+pub fn client_number(text: &str) -> Option<usize> {
+    text.strip_prefix("client-")?.parse().ok()
 }
 
 /// Records the followed sessions' histories until shutdown; listens to the

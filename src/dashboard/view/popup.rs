@@ -1,5 +1,6 @@
 //! Modal boxes: the help (it scrolls when it does not fit), a yes/no
-//! question, and a picker.
+//! question, a picker, and a box of lines that scrolls (the lesson's card
+//! and report).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -13,7 +14,7 @@ use crate::dashboard::input::help_lines;
 use crate::dashboard::text::{fit, wrap};
 
 /// A box of `width` × `height` in the middle of `area`, within it.
-fn centred(area: Rect, width: u16, height: u16) -> Rect {
+pub fn centred(area: Rect, width: u16, height: u16) -> Rect {
     let width = width.min(area.width);
     let height = height.min(area.height);
     Rect::new(
@@ -24,7 +25,8 @@ fn centred(area: Rect, width: u16, height: u16) -> Rect {
     )
 }
 
-fn frame_box<'a>(title: String, theme: &Theme) -> Block<'a> {
+/// A popup's frame: bright borders and a title.
+pub fn frame_box<'a>(title: String, theme: &Theme) -> Block<'a> {
     Block::bordered()
         .title(title)
         .border_style(theme.fg(Color::Cyan).add_modifier(Modifier::BOLD))
@@ -129,4 +131,31 @@ pub fn picker(theme: &Theme, frame: &mut Frame<'_>, area: Rect, p: &Picker) {
     let title = fit(&format!(" {} — Enter picks · Esc closes ", p.title()), inner);
     frame.render_widget(Clear, popup);
     frame.render_widget(Paragraph::new(lines).block(frame_box(title, theme)), popup);
+}
+
+/// Draws `body` in a box of at most `width` in the middle of `area`,
+/// scrolled by `scroll`; `title` is given the lines shown and in all
+/// (`None` when everything shows). Returns the box, the lines it shows at
+/// once and the lines in all.
+pub fn scrolling(
+    theme: &Theme,
+    frame: &mut Frame<'_>,
+    area: Rect,
+    width: u16,
+    body: Vec<Line<'_>>,
+    scroll: usize,
+    title: impl Fn(Option<(usize, usize, usize)>) -> String,
+) -> (Rect, usize, usize) {
+    let height = (body.len() as u16 + 2).min(area.height);
+    let popup = centred(area, width.min(area.width), height);
+    let shown = popup.height.saturating_sub(2) as usize;
+    let total = body.len();
+    let last = total.saturating_sub(shown);
+    let scroll = scroll.min(last);
+    let title = title((last > 0).then_some((scroll + 1, (scroll + shown).min(total), total)));
+    let inner = popup.width.saturating_sub(2) as usize;
+    let body: Vec<Line<'_>> = body.into_iter().skip(scroll).take(shown).collect();
+    frame.render_widget(Clear, popup);
+    frame.render_widget(Paragraph::new(body).block(frame_box(fit(&title, inner), theme)), popup);
+    (popup, shown, total)
 }

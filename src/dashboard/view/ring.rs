@@ -9,80 +9,55 @@
 //! - sessions: a dot at each live session's key, and `◆` at the last
 //!   routed key, whose way clockwise to its vnode is highlighted.
 //!
-//! The legend gives each backend's fill, its share of new keys as a bar,
-//! and the last routed key.
+//! Over it: after a topology change the sessions it moved (`●`) glide
+//! clockwise to their new owner's vnode; the followed session is `◎`; a
+//! probed key is `◇`, its walk highlighted, each vnode it passed by `×`
+//! and its owner `◈`. The legend gives each backend's fill, its share of
+//! new keys as a bar, and what the marks stand for. `twin` draws the ring
+//! beside `hash % N`.
 
-use std::f64::consts::TAU;
+mod canvas;
+mod twin;
+
+use std::collections::HashSet;
 
 use ratatui::Frame;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Widget};
 
 use super::block;
 use super::theme::Theme;
 use crate::dashboard::app::App;
-use crate::dashboard::scene::RING_SAMPLES;
+use crate::dashboard::moves::clockwise;
+use crate::dashboard::scene::{Snapshot, Tick};
 use crate::dashboard::text::fit;
 use crate::router::BackendState;
+use crate::router::probe::Probe;
+use crate::text::thousands;
+use canvas::{Canvas, sample};
+pub use twin::draw as draw_modulo;
 
-const FULL: f64 = 4_294_967_296.0;
-
-/// The angle of a ring position, clockwise from the top.
-fn angle(position: u32) -> f64 {
-    TAU * f64::from(position) / FULL
+/// The position of `backend`'s first vnode clockwise from `position`.
+fn next_vnode(vnodes: &[Tick], backend: usize, position: u32) -> Option<u32> {
+    vnodes
+        .iter()
+        .filter(|(_, b)| *b == backend)
+        .map(|(p, _)| p.wrapping_sub(position))
+        .min()
+        .map(|d| position.wrapping_add(d))
 }
 
-/// An ellipse of cells around a centre.
-#[derive(Debug, Clone, Copy)]
-struct Ellipse {
-    cx: f64,
-    cy: f64,
-    rx: f64,
-    ry: f64,
+fn index_of(snapshot: &Snapshot, name: &str) -> Option<usize> {
+    snapshot.backends.iter().position(|b| b.name == name)
 }
 
-impl Ellipse {
-    /// The cell at `angle`.
-    fn cell(&self, angle: f64) -> (u16, u16) {
-        let x = self.cx + self.rx * angle.sin();
-        let y = self.cy - self.ry * angle.cos();
-        (x.round().max(0.0) as u16, y.round().max(0.0) as u16)
-    }
-
-    /// Its cells in clockwise order, each with the ring samples whose angle
-    /// falls in it.
-    fn cells(&self) -> Vec<((u16, u16), Vec<usize>)> {
-        let mut out: Vec<((u16, u16), Vec<usize>)> = Vec::new();
-        for i in 0..RING_SAMPLES {
-            let cell = self.cell(TAU * i as f64 / RING_SAMPLES as f64);
-            // Mostly the cell of the sample before.
-            let found = match out.last_mut() {
-                Some((c, samples)) if *c == cell => Some(samples),
-                _ => out.iter_mut().find(|(c, _)| *c == cell).map(|(_, s)| s),
-            };
-            match found {
-                Some(samples) => samples.push(i),
-                None => out.push((cell, vec![i])),
-            }
-        }
-        out
-    }
-}
-
-/// The most frequent value, ties to the first seen.
-fn majority(values: impl Iterator<Item = Option<usize>>) -> Option<usize> {
-    let mut counts: Vec<(Option<usize>, usize)> = Vec::new();
-    for v in values {
-        match counts.iter_mut().find(|(x, _)| *x == v) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((v, 1)),
-        }
-    }
-    let best = counts.iter().map(|(_, n)| *n).max()?;
-    counts.into_iter().find(|(_, n)| *n == best).and_then(|(v, _)| v)
+/// The probe shown on the ring, while its box is open.
+fn probe(app: &App) -> Option<&Probe> {
+    app.probing()?;
+    app.probed.as_ref()?.result.as_ref().ok()
 }
 
 /// Draws the ring panel.
@@ -91,9 +66,11 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         return;
     }
     let snapshot = &app.scene().snapshot;
-    // A line per backend (the ring keeps 6 rows), then the last key (8).
+    let extras = legend_extras(app, area.width as usize);
+    // A line per backend (the ring keeps 6 rows), then the marks (8).
     let backends = snapshot.backends.len() as u16;
-    let legend_rows = (backends + 1)
+    let extra_rows = extras.len().max(1) as u16;
+    let legend_rows = (backends + extra_rows)
         .min(area.height.saturating_sub(8))
         .max(backends.min(area.height.saturating_sub(6)));
     let [canvas, legend] = Layout::vertical([Constraint::Min(0), Constraint::Length(legend_rows)]).areas(area);
@@ -110,8 +87,11 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
     let inner = outer.inner(canvas);
     frame.render_widget(outer, canvas);
     RingWidget { app, theme: *theme }.render(inner, frame.buffer_mut());
-    draw_legend(app, theme, frame, legend);
+    draw_legend(app, theme, frame, legend, extras);
 }
+
+/// A stretch of the ring, clockwise, in ring samples: from, to.
+type Way = (usize, usize);
 
 struct RingWidget<'a> {
     app: &'a App,
@@ -123,131 +103,144 @@ impl RingWidget<'_> {
         let backends = &self.app.scene().snapshot.backends;
         backends.get(i).map_or(BackendState::Removed, |b| b.state)
     }
+
+    /// The way to highlight, in ring samples, and the key it starts from:
+    /// a probed key's walk, or the last routed key's.
+    fn way(&self) -> (Option<Way>, Option<(u32, char)>) {
+        let scene = self.app.scene();
+        let snapshot = &scene.snapshot;
+        if let Some(p) = probe(self.app) {
+            let end = p.walk.owner.as_ref().or(p.walk.steps.last()).map(|s| s.position);
+            return (end.map(|e| (sample(p.position), sample(e))), Some((p.position, '◇')));
+        }
+        let Some(r) = &scene.last_route else {
+            return (None, None);
+        };
+        let way = index_of(snapshot, &r.backend)
+            .and_then(|owner| next_vnode(&snapshot.vnodes, owner, r.position))
+            .map(|end| (sample(r.position), sample(end)));
+        (way, Some((r.position, '◆')))
+    }
 }
 
 impl Widget for RingWidget<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        if area.width < 8 || area.height < 4 {
-            return;
-        }
+        let Some(canvas) = Canvas::new(area) else { return };
         let scene = self.app.scene();
         let snapshot = &scene.snapshot;
         let theme = self.theme;
-        // Cells are about twice as tall as wide: rx ≈ 2 ry keeps it round.
-        let ry = (f64::from(area.height) - 1.0) / 2.0;
-        let rx = ((f64::from(area.width) - 1.0) / 2.0).min(ry * 2.2);
-        let ry = ry.min(rx / 1.8);
-        let centre = |rx: f64, ry: f64| Ellipse {
-            cx: f64::from(area.x) + (f64::from(area.width) - 1.0) / 2.0,
-            cy: f64::from(area.y) + (f64::from(area.height) - 1.0) / 2.0,
-            rx,
-            ry,
-        };
-        let track = centre(rx, ry);
-        let marks = centre(rx - 2.0, ry - 1.0);
-        let dots = centre(rx - 4.0, ry - 2.0);
-        let inside = |(x, y): (u16, u16)| x < area.right() && y < area.bottom();
+        let (way, key) = self.way();
+        canvas.arcs(buf, &snapshot.owners, way, &theme);
+        canvas.vnodes(buf, &snapshot.vnodes, |i| self.state_of(i), &theme);
+        if let Some(p) = probe(self.app) {
+            for s in &p.walk.steps {
+                let (symbol, style) = match s.skip {
+                    Some(_) => ('×', Style::new().add_modifier(Modifier::BOLD)),
+                    None => ('◈', Style::new().add_modifier(Modifier::BOLD)),
+                };
+                canvas.mark(buf, s.position, symbol, style);
+            }
+        }
 
-        // The way from the last routed key to its vnode, in ring samples.
-        let route = scene.last_route.as_ref().and_then(|r| {
-            let owner = snapshot.backends.iter().position(|b| b.name == r.backend)?;
-            let end = snapshot
-                .vnodes
-                .iter()
-                .filter(|(p, b)| *b == owner && *p >= r.position)
-                .map(|(p, _)| *p)
-                .next()
-                .or_else(|| snapshot.vnodes.iter().find(|(_, b)| *b == owner).map(|(p, _)| *p))?;
-            let sample = |p: u32| (f64::from(p) / FULL * RING_SAMPLES as f64) as usize;
-            Some((sample(r.position), sample(end), r.position))
-        });
-        let on_route = |s: usize| match route {
-            Some((from, to, _)) if from <= to => (from..=to).contains(&s),
-            Some((from, to, _)) => s >= from || s <= to,
-            None => false,
-        };
-
-        // Ownership arcs.
-        for (cell, samples) in track.cells() {
-            if !inside(cell) {
+        // Sessions: those the watched change moved glide instead.
+        let watched = self.app.watching().zip(scene.moves.as_ref());
+        let moving: HashSet<u64> = watched
+            .map(|(_, m)| m.moved().map(|s| s.fingerprint).collect())
+            .unwrap_or_default();
+        for s in &snapshot.sessions {
+            if moving.contains(&s.fingerprint) {
                 continue;
             }
-            let owner = if snapshot.owners.is_empty() {
-                None
-            } else {
-                majority(samples.iter().map(|&s| snapshot.owners.get(s).copied().flatten()))
-            };
-            let (symbol, mut style) = match owner {
-                Some(i) => (Theme::glyph(i), theme.fg(theme.backend(i))),
-                None => ('·', theme.dim()),
-            };
-            if samples.iter().any(|&s| on_route(s)) {
-                style = style.add_modifier(Modifier::REVERSED);
+            if let Some(i) = index_of(snapshot, &s.backend) {
+                canvas.dot(buf, s.position, '·', theme.fg(theme.backend(i)));
             }
-            buf[cell].set_char(symbol).set_style(style);
+        }
+        if let Some((watch, moves)) = watched {
+            let t = watch.progress();
+            for s in moves.moved() {
+                let (from, to) = (index_of(snapshot, &s.from), index_of(snapshot, &s.to));
+                let end = to
+                    .and_then(|i| next_vnode(&snapshot.vnodes, i, s.position))
+                    .unwrap_or(s.position);
+                let colour = if t < 0.5 { from } else { to };
+                let style = colour.map_or(Style::new(), |i| theme.fg(theme.backend(i)));
+                canvas.dot(
+                    buf,
+                    clockwise(s.position, end, t),
+                    '●',
+                    style.add_modifier(Modifier::BOLD),
+                );
+            }
+        }
+        if let Some((position, symbol)) = key {
+            canvas.dot(buf, position, symbol, Style::new().add_modifier(Modifier::BOLD));
+        }
+        // The followed session last: it stays marked whatever lands beside it.
+        if let Some(f) = &scene.followed
+            && let Some(position) = f.position
+        {
+            let colour = f
+                .history
+                .backend
+                .as_deref()
+                .and_then(|b| index_of(snapshot, b))
+                .map_or(Style::new(), |i| theme.fg(theme.backend(i)));
+            canvas.dot(buf, position, '◎', colour.add_modifier(Modifier::BOLD));
         }
 
-        // Vnode marks.
-        let mut marked: Vec<((u16, u16), usize, usize)> = Vec::new();
-        for &(position, owner) in &snapshot.vnodes {
-            let cell = marks.cell(angle(position));
-            match marked.iter_mut().find(|(c, _, _)| *c == cell) {
-                Some((_, first, n)) => {
-                    if *first != owner {
-                        *n += 1;
-                    }
-                }
-                None => marked.push((cell, owner, 0)),
+        // In the middle: the change's counter while it is watched, else the vnodes.
+        let centre: Vec<(String, Style)> = match watched {
+            Some((_, m)) => {
+                let bold = Style::new().add_modifier(Modifier::BOLD);
+                let kept = m.summary.sessions.saturating_sub(m.summary.moved);
+                vec![
+                    (format!("moved {}", thousands(m.summary.moved)), bold),
+                    (format!("kept {}", thousands(kept)), bold),
+                    (format!("modulo {}", thousands(m.summary.modulo)), bold),
+                ]
             }
-        }
-        for (cell, owner, others) in marked {
-            if !inside(cell) {
-                continue;
-            }
-            let state = self.state_of(owner);
-            let (symbol, colour) = match state {
-                BackendState::Up => ('•', theme.backend(owner)),
-                BackendState::Draining => ('◦', theme.backend(owner)),
-                _ => ('×', if theme.color { Color::DarkGray } else { Color::Reset }),
-            };
-            let style = if others > 0 { Style::new() } else { theme.fg(colour) };
-            buf[cell].set_char(symbol).set_style(style);
-        }
-
-        // Sessions, then the last routed key.
-        for (i, b) in snapshot.backends.iter().enumerate() {
-            for s in snapshot.sessions.iter().filter(|s| s.backend == b.name) {
-                let cell = dots.cell(angle(s.position));
-                if inside(cell) {
-                    buf[cell].set_char('·').set_style(theme.fg(theme.backend(i)));
-                }
-            }
-        }
-        if let Some((_, _, position)) = route {
-            let cell = dots.cell(angle(position));
-            if inside(cell) {
-                buf[cell]
-                    .set_char('◆')
-                    .set_style(Style::new().add_modifier(Modifier::BOLD));
-            }
-        }
-
-        // The vnode count in the middle, when there is room.
-        if dots.ry >= 3.0 && dots.rx >= 8.0 {
-            let lines = [super::vnodes(snapshot.vnodes_per_weight), "per weight".to_owned()];
-            for (k, text) in lines.iter().enumerate() {
-                let w = text.chars().count() as u16;
-                let x = (track.cx - f64::from(w) / 2.0 + 0.5).max(f64::from(area.x)) as u16;
-                let y = track.cy as u16 + k as u16;
-                if y < area.bottom() {
-                    buf.set_string(x, y, text, theme.dim());
-                }
-            }
-        }
+            None => vec![
+                (super::vnodes(snapshot.vnodes_per_weight), theme.dim()),
+                ("per weight".to_owned(), theme.dim()),
+            ],
+        };
+        canvas.centre(buf, &centre);
     }
 }
 
-fn draw_legend(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
+/// The legend's lines above the backends: what the marks on the ring
+/// stand for now, least needed first (they give way first).
+fn legend_extras(app: &App, width: usize) -> Vec<Line<'static>> {
+    let scene = app.scene();
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let room = width.saturating_sub(2);
+    let mut out = Vec::new();
+    if let Some(p) = probe(app) {
+        let skipped = p.walk.steps.iter().filter(|s| s.skip.is_some()).count() + p.walk.unlisted;
+        let owner = p.walk.owner.as_ref().map_or("no backend", |o| o.backend.as_str());
+        let text = format!("probe → {owner}, {} passed by", thousands(skipped as u64));
+        out.push(Line::from(vec![Span::styled("◇ ", bold), Span::raw(fit(&text, room))]));
+    } else if let Some(r) = &scene.last_route {
+        let text = format!("last key {} → {}", r.key, r.backend);
+        out.push(Line::from(vec![Span::styled("◆ ", bold), Span::raw(fit(&text, room))]));
+    }
+    if let Some(m) = app.watching().and(scene.moves.as_ref()) {
+        let text = format!("moved by {}: {}", m.summary.backend, thousands(m.summary.moved));
+        out.push(Line::from(vec![Span::styled("● ", bold), Span::raw(fit(&text, room))]));
+    }
+    if let Some(f) = &scene.followed {
+        let on = f.history.backend.as_deref().unwrap_or("ended");
+        let who = f
+            .history
+            .client
+            .map_or_else(|| f.history.session.clone(), |c| format!("client-{c}"));
+        let text = format!("{who} on {on}");
+        out.push(Line::from(vec![Span::styled("◎ ", bold), Span::raw(fit(&text, room))]));
+    }
+    out
+}
+
+fn draw_legend(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect, extras: Vec<Line<'static>>) {
     if area.height == 0 {
         return;
     }
@@ -270,16 +263,8 @@ fn draw_legend(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         .count()
         .max(1);
     let even = 1.0 / taking as f64;
-    let mut lines: Vec<Line<'_>> = Vec::new();
-    if let Some(r) = &scene.last_route {
-        lines.push(Line::from(vec![
-            Span::styled("◆ ", Style::new().add_modifier(Modifier::BOLD)),
-            Span::raw(fit(
-                &format!("last key {} → {}", r.key, r.backend),
-                width.saturating_sub(2),
-            )),
-        ]));
-    }
+    let extra = extras.len();
+    let mut lines: Vec<Line<'_>> = extras;
     for (i, b) in scene.snapshot.backends.iter().enumerate() {
         let glyph = Theme::glyph(i);
         let colour = theme.fg(theme.backend(i));
@@ -301,10 +286,7 @@ fn draw_legend(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) {
         }
         lines.push(Line::from(spans));
     }
-    let skip = lines
-        .len()
-        .saturating_sub(area.height as usize)
-        .min(usize::from(scene.last_route.is_some()));
+    let skip = lines.len().saturating_sub(area.height as usize).min(extra);
     let lines: Vec<Line<'_>> = lines.into_iter().skip(skip).take(area.height as usize).collect();
     frame.render_widget(Paragraph::new(lines), area);
 }

@@ -230,11 +230,14 @@ pub fn sessions(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) -> 
     ];
     let widths: Vec<u16> = columns.iter().map(|c| c.1).collect();
     let chosen = choose(&widths, &[0, 2, 1, 6, 5, 4, 3], area.width.saturating_sub(2));
+    // Focused, the top row is the one `f` follows.
+    let marked = app.focus == Panel::Sessions;
     let body: Vec<Row<'_>> = rows
         .iter()
         .skip(app.session_scroll)
         .take(area.height.saturating_sub(3) as usize)
-        .map(|s| {
+        .enumerate()
+        .map(|(k, s)| {
             let i = names.iter().position(|n| *n == s.backend).unwrap_or(0);
             let cells: Vec<Cell<'_>> = chosen
                 .iter()
@@ -248,7 +251,12 @@ pub fn sessions(app: &App, theme: &Theme, frame: &mut Frame<'_>, area: Rect) -> 
                     _ => Cell::from(s.reassignments.to_string()),
                 })
                 .collect();
-            Row::new(cells)
+            let row = Row::new(cells);
+            if marked && k == 0 {
+                row.style(Style::new().add_modifier(Modifier::REVERSED))
+            } else {
+                row
+            }
         })
         .collect();
     let header: Vec<Cell<'_>> = chosen

@@ -62,6 +62,16 @@ impl Theme {
         }
     }
 
+    /// The counter of a change's moves: bold, on magenta or reversed.
+    pub fn counter(&self) -> Style {
+        let style = Style::new().add_modifier(Modifier::BOLD);
+        if self.color {
+            style.fg(Color::Black).bg(Color::Magenta)
+        } else {
+            style.add_modifier(Modifier::REVERSED)
+        }
+    }
+
     /// A backend state's style.
     pub fn state(&self, s: BackendState) -> Style {
         let c = match s {
