@@ -346,10 +346,16 @@ impl Shard {
     }
 }
 
+/// A shard's lock on cache lines of its own: two threads working on
+/// neighbouring shards do not take each other's line.
+#[derive(Debug)]
+#[repr(align(128))]
+struct ShardLock(Mutex<Shard>);
+
 /// One sharded session table: the sessions of one key domain.
 #[derive(Debug)]
 pub struct SessionTable {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[ShardLock]>,
     /// `64 - log2(shards)`: the shard is the fingerprint's top bits.
     shift: u32,
     idle_secs: u32,
@@ -415,7 +421,7 @@ impl SessionTable {
         let max = max_sessions.max(1);
         let shard_count = (max / 4096).clamp(1, 64).next_power_of_two().min(64);
         SessionTable {
-            shards: (0..shard_count).map(|_| Mutex::new(Shard::new())).collect(),
+            shards: (0..shard_count).map(|_| ShardLock(Mutex::new(Shard::new()))).collect(),
             shift: 64 - shard_count.trailing_zeros(),
             idle_secs: idle_secs.max(1),
             len: AtomicU64::new(0),
@@ -463,12 +469,12 @@ impl SessionTable {
         } else {
             (fingerprint >> self.shift) as usize
         };
-        lock(&self.shards[i])
+        lock(&self.shards[i].0)
     }
 
     /// Locks shard `i`.
     pub fn shard(&self, i: usize) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[i])
+        lock(&self.shards[i].0)
     }
 
     /// Up to `limit` sessions that pass `filter`, most recently used first within each shard.
