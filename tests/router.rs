@@ -1001,3 +1001,22 @@ fn store_news_no_newer_than_the_table_is_ignored() {
     );
     assert_ne!(here(&r), third);
 }
+
+#[test]
+fn a_newer_move_to_a_backend_that_keeps_no_sessions_here_removes_the_session() {
+    let r = router(3, Placement::Ring);
+    let key = SessionKey::Text(b"elsewhere");
+    let first = r.route(key, T0).unwrap().backend.name.to_string();
+    let fp = r.fingerprint(key).unwrap();
+    let gone = ["api-1", "api-2", "api-3"].into_iter().find(|b| *b != first).unwrap();
+    r.set_state(gone, BackendState::Down).unwrap();
+    // News of where it is already: nothing moves, the version is taken.
+    assert!(!r.follow(fp, first.as_str(), 10));
+    assert_eq!(r.table(KeyDomain::Text).get(fp).unwrap().version, 10);
+    // Older news changes nothing; newer news to a backend down here leaves
+    // nothing true to route by: the session goes, its next request asks the store.
+    assert!(!r.follow(fp, gone, 9));
+    assert!(r.table(KeyDomain::Text).get(fp).is_some());
+    assert!(r.follow(fp, gone, 11));
+    assert!(r.table(KeyDomain::Text).get(fp).is_none());
+}

@@ -307,6 +307,127 @@ fn table_backend(lb: &Lb, key: SessionKey<'_>) -> String {
         .map_or("-".into(), |s| router.topology().backend(s.backend).name.to_string())
 }
 
+/// A relay on loopback in front of Redis whose answers to commands (not to
+/// subscriptions) wait while it is held.
+struct Relay {
+    addr: SocketAddr,
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(redis: &Redis) -> Relay {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = SocketAddr::from(([127, 0, 0, 1], redis.port));
+        let (held, gate) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let subscriber = Arc::new(AtomicBool::new(false));
+                let seen = Arc::clone(&subscriber);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        if buf[..n].windows(9).any(|w| w == b"SUBSCRIBE") {
+                            seen.store(true, Ordering::Relaxed);
+                        }
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut gate = gate.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                        if !subscriber.load(Ordering::Relaxed) && gate.wait_for(|held| !*held).await.is_err() {
+                            return;
+                        }
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Relay { addr, held }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn hold(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+}
+
+#[tokio::test]
+async fn a_move_heard_while_its_key_is_looked_up_is_taken_after() {
+    let Some(redis) = Redis::start() else { return };
+    let backends = three_backends().await;
+    let relay = Relay::start(&redis).await;
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::Header);
+    config.sessions.store = Some(relay.url());
+    config.sessions.store_timeout_ms = 5000;
+    let lb = Lb::start(config).await;
+    wait_store(&lb, StoreState::Ok).await;
+
+    // The lookup's answer waits in the relay after Redis wrote the proposal.
+    let key = SessionKey::Text(b"late-news");
+    let fingerprint = lb.handle.router().fingerprint(key).unwrap();
+    let stored_key = format!("ringside:session:{fingerprint:016x}");
+    relay.hold(true);
+    let proxy = lb.proxy;
+    let request = tokio::spawn(async move { with_session_header("late-news").get(proxy, "/").await });
+    let deadline = tokio::time::Instant::now() + 5 * SECS;
+    let proposed = loop {
+        if let Some((_, value)) = redis.sessions().into_iter().find(|(k, _)| *k == stored_key) {
+            break value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proposal never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let fields: Vec<&str> = proposed.split('\t').collect();
+    let (mine, position, version) = (fields[0], fields[1], fields[2].parse::<u32>().unwrap());
+    // Meanwhile another balancer moves the session, and says so: the
+    // message arrives before the answer, while the table lacks the key.
+    let theirs = ["api-1", "api-2", "api-3"].into_iter().find(|b| *b != mine).unwrap();
+    let value = format!("{theirs}\\t{position}\\t{}", version + 1);
+    assert_eq!(
+        redis.command(&["SET", &stored_key, &format!("\"{value}\"")]).as_deref(),
+        Some("+OK")
+    );
+    let message = format!("\"00000000000000ff\\t{fingerprint:016x}\\t{value}\"");
+    assert_eq!(
+        redis.command(&["PUBLISH", "ringside:sessions", &message]).as_deref(),
+        Some(":1")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.hold(false);
+
+    let answer = request.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.backend(), Some(theirs), "the request follows the move");
+    assert_eq!(table_backend(&lb, key), theirs, "the table holds what Redis holds");
+    assert_eq!(lb.handle.store().unwrap().view().remote_updates, 1);
+    lb.handle.shutdown().await;
+    for b in backends {
+        b.kill().await;
+    }
+}
+
 #[tokio::test]
 async fn a_client_that_switches_balancer_at_once_keeps_its_session() {
     let Some(redis) = Redis::start() else { return };

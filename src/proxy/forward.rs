@@ -102,10 +102,7 @@ impl Proxy {
             // A key the local table lacks is agreed with the shared store
             // before anything is stored: another balancer may have it.
             Some(store) if store.is_available() => match self.router.route_cached(&key, now) {
-                Err(RouterError::NotCached(proposal)) => {
-                    let agreement = store.agree(&self.router, &proposal).await;
-                    self.router.route_agreed(&key, now, &proposal, agreement)
-                }
+                Err(RouterError::NotCached(proposal)) => store.route_missed(&self.router, &key, now, &proposal).await,
                 other => other,
             },
             _ => self.router.route_request(&key, now),

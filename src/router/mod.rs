@@ -45,6 +45,7 @@ pub use remap::{ChangeKind, RemapSummary};
 pub use ring::{Ring, VnodeHash};
 pub use session::{SessionInfo, SessionName, SessionTable};
 pub use sync::Adoption;
+pub(crate) use sync::newer;
 pub use topology::Topology;
 
 use affinity::{Affinity, AffinityConfig, AffinityMode, RequestView};

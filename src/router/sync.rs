@@ -59,7 +59,10 @@ impl Router {
     }
 
     /// Follows a move another balancer made, in whichever table holds the
-    /// session. Returns whether the session moved.
+    /// session, if newer than what it holds. A move to a backend that keeps
+    /// no sessions here leaves nothing true to route by: the session is
+    /// removed, and its next request asks the store. Returns whether the
+    /// table changed.
     pub fn follow(&self, fingerprint: u64, backend: &str, version: u32) -> bool {
         let topo = self.topology.load();
         for table in &self.tables {
@@ -67,8 +70,16 @@ impl Router {
             let Some(here) = shard.peek(fingerprint) else {
                 continue;
             };
-            let Some(to) = self.usable(backend).filter(|_| newer(version, here.version)) else {
+            if !newer(version, here.version) {
                 return false;
+            }
+            let Some(to) = self.usable(backend) else {
+                let Some(stale) = shard.remove(fingerprint) else {
+                    return false;
+                };
+                drop(shard);
+                table.record_end(&topo, &stale, super::SessionEnd::Ended, false);
+                return true;
             };
             shard.set_version(fingerprint, version);
             let Some(before) = shard.reassign(fingerprint, to, true) else {

@@ -22,6 +22,9 @@
 //!   waits stop, changes wait (bounded) and are written when it returns, and
 //!   every local session is proposed again, so balancers that diverged
 //!   meanwhile agree again.
+//! - Another balancer's move or end of a key this one is looking up may
+//!   arrive before the lookup's answer is in the table, where nothing would
+//!   take it: it is kept while the lookup is in flight and taken after.
 //!
 //! In Redis: `ringside:session:<fingerprint>` →
 //! `<backend>\t<position>\t<version>` with the idle timeout as its expiry;
@@ -50,7 +53,9 @@ use tokio::sync::Notify;
 use crate::bus::{BusEvent, EventBus};
 use crate::clock::Clock;
 use crate::router::hash::BuildIdentity;
-use crate::router::{BackendId, KeyDomain, Router, SessionMirror, Stored};
+use crate::router::{
+    BackendId, KeyDomain, Proposal, RequestKey, Route, Router, RouterError, SessionMirror, Stored, Timestamp, newer,
+};
 use crate::shutdown::ShutdownSignal;
 use keys::KeyBudget;
 use write::Change;
@@ -164,6 +169,71 @@ fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Another balancer's move or end of one session.
+#[derive(Debug, Clone)]
+enum News {
+    /// It lives on `backend` now.
+    Moved { backend: String, version: u32 },
+    /// It ended.
+    Ended { version: u32 },
+}
+
+impl News {
+    /// A message's value: a stored session, or `\t\t<version>` for an end.
+    fn parse(value: &str) -> Option<News> {
+        match (StoredSession::parse(value), value.strip_prefix("\t\t")) {
+            (Some(s), _) => Some(News::Moved {
+                backend: s.backend,
+                version: s.version,
+            }),
+            (None, Some(version)) => Some(News::Ended {
+                version: version.parse().unwrap_or(0),
+            }),
+            (None, None) => None,
+        }
+    }
+
+    fn version(&self) -> u32 {
+        match *self {
+            News::Moved { version, .. } | News::Ended { version } => version,
+        }
+    }
+}
+
+/// The lookups of one key in flight, and the newest news of it heard meanwhile.
+#[derive(Debug, Default)]
+struct InFlight {
+    lookups: u32,
+    news: Option<News>,
+}
+
+/// A lookup in flight: news of its key heard from now on is kept until it
+/// is dropped.
+struct Watch<'a> {
+    store: &'a RedisStore,
+    fingerprint: u64,
+}
+
+impl Watch<'_> {
+    /// The newest news of the key heard since the watch began.
+    fn news(&self) -> Option<News> {
+        let in_flight = self.store.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight.get(&self.fingerprint).and_then(|w| w.news.clone())
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.store.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let std::collections::hash_map::Entry::Occupied(mut w) = in_flight.entry(self.fingerprint) {
+            w.get_mut().lookups -= 1;
+            if w.get().lookups == 0 {
+                w.remove();
+            }
+        }
+    }
+}
+
 /// How a store is made.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -200,6 +270,8 @@ pub struct RedisStore {
     state: AtomicU8,
     pending: Box<[Mutex<HashMap<u64, Change, BuildIdentity>>]>,
     pending_len: AtomicU64,
+    /// Keys being looked up, with the news of them heard meanwhile.
+    in_flight: Mutex<HashMap<u64, InFlight, BuildIdentity>>,
     keys: KeyBudget,
     counters: Counters,
     /// Rung by a failed lookup so the background task checks the server.
@@ -273,6 +345,7 @@ impl RedisStore {
             state: AtomicU8::new(StoreState::Connecting as u8),
             pending: (0..PENDING_SHARDS).map(|_| Mutex::default()).collect(),
             pending_len: AtomicU64::new(0),
+            in_flight: Mutex::default(),
             keys: KeyBudget::new(settings.max_keys, ttl),
             counters: Counters::default(),
             trouble: Notify::new(),
@@ -474,7 +547,8 @@ impl RedisStore {
     }
 
     /// Applies another balancer's move or end, if newer than what the table
-    /// holds; garbage is ignored.
+    /// holds, and keeps it for the lookups of its key in flight; garbage is
+    /// ignored.
     fn apply(&self, router: &Router, payload: &[u8]) {
         let Ok(text) = std::str::from_utf8(payload) else { return };
         let mut parts = text.splitn(3, '\t');
@@ -488,13 +562,65 @@ impl RedisStore {
         if instance == self.instance {
             return;
         }
-        let changed = match (StoredSession::parse(value), value.strip_prefix("\t\t")) {
-            (Some(session), _) => router.follow(fingerprint, &session.backend, session.version),
-            (None, Some(version)) => router.forget(fingerprint, version.parse().unwrap_or(0)),
-            (None, None) => false,
-        };
-        if changed {
+        let Some(news) = News::parse(value) else { return };
+        // Kept first: a lookup whose answer is not in the table yet takes it after.
+        self.hold(fingerprint, &news);
+        if self.take_news(router, fingerprint, &news) {
             inc(&self.counters.remote_updates);
+        }
+    }
+
+    /// Keeps `news` for the lookups of its key in flight, if any, unless
+    /// they kept newer.
+    fn hold(&self, fingerprint: u64, news: &News) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = in_flight.get_mut(&fingerprint)
+            && w.news.as_ref().is_none_or(|kept| newer(news.version(), kept.version()))
+        {
+            w.news = Some(news.clone());
+        }
+    }
+
+    /// Applies `news` to the table, if newer than what it holds. Returns
+    /// whether the table changed.
+    fn take_news(&self, router: &Router, fingerprint: u64, news: &News) -> bool {
+        match news {
+            News::Moved { backend, version } => router.follow(fingerprint, backend, *version),
+            News::Ended { version } => router.forget(fingerprint, *version),
+        }
+    }
+
+    /// Keeps the news of `fingerprint` heard from now until the watch drops.
+    fn watch(&self, fingerprint: u64) -> Watch<'_> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight.entry(fingerprint).or_default().lookups += 1;
+        Watch {
+            store: self,
+            fingerprint,
+        }
+    }
+
+    /// Routes a request whose key the local table missed, as Redis agrees
+    /// (then [`Router::route_agreed`]). Another balancer's move or end of
+    /// the key may arrive while the lookup is in flight, before its answer
+    /// is in the table, where it changes nothing: it is kept, and taken
+    /// once the answer is there if newer; the request follows a move.
+    pub async fn route_missed(
+        &self,
+        router: &Router,
+        request: &RequestKey<'_>,
+        now: Timestamp,
+        proposal: &Proposal,
+    ) -> Result<Route, RouterError> {
+        let watch = self.watch(proposal.fingerprint);
+        let agreement = self.agree(router, proposal).await;
+        let route = router.route_agreed(request, now, proposal, agreement)?;
+        match watch.news() {
+            Some(news) if self.take_news(router, proposal.fingerprint, &news) => {
+                inc(&self.counters.remote_updates);
+                Ok(router.rehome(route))
+            }
+            _ => Ok(route),
         }
     }
 }

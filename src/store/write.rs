@@ -495,12 +495,13 @@ impl RedisStore {
         }
     }
 
-    /// Confirms where a key the local table missed goes, in one round trip:
+    /// Confirms where a key the local table missed goes, in one round trip
+    /// (for [`RedisStore::route_missed`]):
     /// the proposal is written if the key is absent (a balancer cookie's
     /// own backend is only checked: the cookie routes on its own), another
     /// balancer's backend is taken. One that keeps no sessions here is moved
     /// from, announced. `Unknown` while degraded or when Redis fails.
-    pub async fn agree(&self, router: &Router, proposal: &Proposal) -> Agreement {
+    pub(super) async fn agree(&self, router: &Router, proposal: &Proposal) -> Agreement {
         let Some(conn) = self.conn.load_full() else {
             return Agreement::Unknown;
         };
