@@ -8,6 +8,7 @@ use super::report::{Outcome, Phase, Report};
 use super::{Action, Metric, Scenario};
 use crate::app::{Handle, StartOptions};
 use crate::bus::BusEvent;
+use crate::engine::Command;
 
 /// The figures at one moment, cumulative since the start.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -215,8 +216,15 @@ impl Recording {
         match action {
             Action::Do(command) => {
                 self.started_by = command.label();
+                let restart = matches!(command, Command::Restart);
                 match handle.execute(command).await {
-                    Ok(text) => on_step(&Progress::Outcome(text)),
+                    Ok(text) => {
+                        // The counters start again from zero: so does the phase.
+                        if restart {
+                            self.before = sample(handle);
+                        }
+                        on_step(&Progress::Outcome(text));
+                    }
                     Err(e) => {
                         on_step(&Progress::Outcome(format!("refused: {e}")));
                         self.notes.push(format!("refused: {e}"));
