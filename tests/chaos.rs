@@ -18,13 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::redis::Redis;
-use common::{Lb, test_config};
+use common::Lb;
+use common::redis::{Redis, shared_config, three_backends};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use ringside::config::BackendEntry;
-use ringside::demo::backend::DemoBackend;
 use ringside::engine::Command;
 use ringside::router::KeyDomain;
 use ringside::router::affinity::AffinityMode;
@@ -286,21 +284,8 @@ fn disagreements(lbs: &[Lb], redis: &Redis) -> (usize, Vec<(String, Vec<String>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_switching_balancers_through_redis_and_backend_faults() {
     let Some(mut redis) = Redis::start() else { return };
-    let mut backends = Vec::new();
-    for name in ["api-1", "api-2", "api-3"] {
-        backends.push(DemoBackend::start(name, "127.0.0.1:0".parse().unwrap()).await.unwrap());
-    }
-    let mut config = test_config();
-    config.backends = backends
-        .iter()
-        .map(|b| BackendEntry {
-            name: b.name().into(),
-            addr: b.addr(),
-            weight: 1,
-        })
-        .collect();
-    config.affinity.mode = AffinityMode::AppCookie;
-    config.sessions.store = Some(redis.url());
+    let backends = three_backends().await;
+    let mut config = shared_config(Some(&redis), &backends, AffinityMode::AppCookie);
     config.sessions.store_timeout_ms = 200;
     config.proxy.threads = 1;
     let mut lbs = Vec::new();

@@ -9,39 +9,14 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::redis::Redis;
-use common::{Client, Lb, admin_json, test_config};
+use common::redis::{Redis, shared_config, three_backends};
+use common::{Client, Lb, admin_json};
 use http::{Method, StatusCode};
-use ringside::config::{BackendEntry, Config};
-use ringside::demo::backend::DemoBackend;
 use ringside::router::SessionKey;
 use ringside::router::affinity::AffinityMode;
 use ringside::store::StoreState;
 
 const SECS: Duration = Duration::from_secs(1);
-
-async fn three_backends() -> Vec<DemoBackend> {
-    let mut backends = Vec::new();
-    for name in ["api-1", "api-2", "api-3"] {
-        backends.push(DemoBackend::start(name, "127.0.0.1:0".parse().unwrap()).await.unwrap());
-    }
-    backends
-}
-
-fn shared_config(redis: Option<&Redis>, backends: &[DemoBackend], mode: AffinityMode) -> Config {
-    let mut config = test_config();
-    config.backends = backends
-        .iter()
-        .map(|b| BackendEntry {
-            name: b.name().into(),
-            addr: b.addr(),
-            weight: 1,
-        })
-        .collect();
-    config.affinity.mode = mode;
-    config.sessions.store = redis.map(Redis::url);
-    config
-}
 
 async fn wait_store(lb: &Lb, state: StoreState) {
     let deadline = tokio::time::Instant::now() + 10 * SECS;

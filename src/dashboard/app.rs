@@ -516,20 +516,11 @@ impl App {
     }
 
     fn on_help(&mut self, scroll: usize, msg: Msg) -> Option<Popup> {
-        let last = self.viewport.help_total.saturating_sub(self.viewport.help.max(1));
-        let page = self.viewport.help.max(1);
-        let scroll = match msg {
-            Msg::Help | Msg::Yes => return None,
-            Msg::Up => scroll.saturating_sub(1),
-            Msg::Down => scroll + 1,
-            Msg::PageUp => scroll.saturating_sub(page),
-            Msg::PageDown => scroll + page,
-            Msg::First => 0,
-            Msg::Last => last,
-            _ => scroll,
-        };
+        if matches!(msg, Msg::Help | Msg::Yes) {
+            return None;
+        }
         Some(Popup::Help {
-            scroll: scroll.min(last),
+            scroll: scrolled(scroll, msg, self.viewport.help_total, self.viewport.help),
         })
     }
 
@@ -846,4 +837,21 @@ fn client_order(s: &SessionRow) -> (bool, usize, &str) {
         .and_then(|n| n.parse().ok())
         .unwrap_or(usize::MAX);
     (s.client.is_none(), number, c)
+}
+
+/// A scroll offset after a navigation key, in `total` lines shown `page`
+/// at a time; other keys leave it.
+pub(super) fn scrolled(scroll: usize, msg: Msg, total: usize, page: usize) -> usize {
+    let page = page.max(1);
+    let last = total.saturating_sub(page);
+    let scroll = match msg {
+        Msg::Up => scroll.saturating_sub(1),
+        Msg::Down => scroll + 1,
+        Msg::PageUp => scroll.saturating_sub(page),
+        Msg::PageDown => scroll + page,
+        Msg::First => 0,
+        Msg::Last => last,
+        _ => scroll,
+    };
+    scroll.min(last)
 }

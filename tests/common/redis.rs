@@ -5,6 +5,12 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ringside::config::{BackendEntry, Config};
+use ringside::demo::backend::DemoBackend;
+use ringside::router::affinity::AffinityMode;
+
+use super::test_config;
+
 const SECS: Duration = Duration::from_secs(1);
 
 /// A redis-server of the test's own, killed on drop.
@@ -124,4 +130,30 @@ impl Drop for Redis {
         }
         self.stop();
     }
+}
+
+/// Demo backends api-1, api-2 and api-3 on loopback ports of their own.
+pub async fn three_backends() -> Vec<DemoBackend> {
+    let mut backends = Vec::new();
+    for name in ["api-1", "api-2", "api-3"] {
+        backends.push(DemoBackend::start(name, "127.0.0.1:0".parse().unwrap()).await.unwrap());
+    }
+    backends
+}
+
+/// A balancer's config in front of `backends` in `mode`, sharing its
+/// session table through `redis` when given.
+pub fn shared_config(redis: Option<&Redis>, backends: &[DemoBackend], mode: AffinityMode) -> Config {
+    let mut config = test_config();
+    config.backends = backends
+        .iter()
+        .map(|b| BackendEntry {
+            name: b.name().into(),
+            addr: b.addr(),
+            weight: 1,
+        })
+        .collect();
+    config.affinity.mode = mode;
+    config.sessions.store = redis.map(Redis::url);
+    config
 }

@@ -185,18 +185,7 @@ impl App {
 
     /// A popup's scroll after a navigation key.
     pub(super) fn page_scroll(&self, scroll: usize, msg: Msg) -> usize {
-        let last = self.viewport.popup_total.saturating_sub(self.viewport.popup.max(1));
-        let page = self.viewport.popup.max(1);
-        let scroll = match msg {
-            Msg::Up => scroll.saturating_sub(1),
-            Msg::Down => scroll + 1,
-            Msg::PageUp => scroll.saturating_sub(page),
-            Msg::PageDown => scroll + page,
-            Msg::First => 0,
-            Msg::Last => last,
-            _ => scroll,
-        };
-        scroll.min(last)
+        super::scrolled(scroll, msg, self.viewport.popup_total, self.viewport.popup)
     }
 
     pub(super) fn watch_again(&mut self) {
