@@ -242,6 +242,57 @@ async fn forged_cookies_are_ignored_counted_and_never_trusted() {
     lb.handle.shutdown().await;
 }
 
+/// A connection remembers the last balancer cookie that verified on it
+/// (not to decrypt it again): forgeries on that same connection, right after
+/// it, must still be refused one by one, and the valid value still honoured.
+#[tokio::test]
+async fn forgeries_after_a_valid_cookie_on_one_connection_are_not_taken_for_it() {
+    let lb = Lb::start(test_config()).await;
+    let mut client = Client::default();
+    let home = client.get(lb.proxy, "/").await.backend().unwrap().to_owned();
+    let good = client.jar["SERVERID"].clone();
+    let mut tampered = good.clone().into_bytes();
+    let mid = tampered.len() / 2;
+    tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+    let forgeries = [
+        String::from_utf8(tampered).unwrap(),
+        format!("{good}A"),
+        good[..good.len() - 1].to_owned(),
+        format!(" {}", &good[1..]),
+    ];
+    let request = |cookie: &str, last: bool| {
+        format!(
+            "GET / HTTP/1.1\r\nhost: a\r\ncookie: SERVERID={cookie}\r\n{}\r\n",
+            if last { "connection: close\r\n" } else { "" }
+        )
+    };
+    let mut pipeline = request(&good, false);
+    for f in &forgeries {
+        pipeline += &request(f, false);
+        pipeline += &request(&good, false);
+    }
+    pipeline += &request(&good, true);
+    let before = lb.handle.stats_view().router.forged_cookies;
+    let answer = exchange(lb.proxy, pipeline.as_bytes()).await;
+    let answers: Vec<&str> = answer.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 2 * forgeries.len() + 2, "{answer}");
+    for (i, a) in answers.iter().enumerate() {
+        assert!(a.starts_with("200"), "answer {i}: {a}");
+        let forged = i % 2 == 1 && i < answers.len() - 1;
+        assert_eq!(
+            a.contains("set-cookie: SERVERID="),
+            forged,
+            "answer {i}: a forgery gets a fresh session, the valid cookie none: {a}"
+        );
+        if !forged {
+            assert!(a.contains(&format!("x-backend: {home}")), "answer {i}: {a}");
+        }
+    }
+    let forged = lb.handle.stats_view().router.forged_cookies - before;
+    assert_eq!(forged, forgeries.len() as u64, "every forgery counted");
+    lb.handle.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_cookie_naming_a_removed_backend_finds_a_live_one() {
     let mut config = test_config();

@@ -791,6 +791,7 @@ fn request(r: &Router, a: &Affinity, headers: &HeaderMap, query: Option<&str>) -
             headers,
             query,
             peer: PEER,
+            verified: None,
         },
         &topo,
     );

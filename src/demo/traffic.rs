@@ -149,6 +149,7 @@ impl ClientIdentity {
             headers: &headers,
             query: query.as_deref(),
             peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            verified: None,
         };
         let key = router.affinity().extract(&view, &router.topology()).key;
         Some(SessionName {

@@ -23,6 +23,7 @@ use super::response::{self, ActiveGuard, Dressing, ProxyBody, Relayed, own, own_
 use super::tunnel::PendingTunnel;
 use super::{Proxy, ProxySettings, headers};
 use crate::router::affinity::RequestView;
+use crate::router::lb_cookie::VerifiedCookie;
 use crate::router::{BackendId, Outcome, Route, RouterError};
 
 /// The most request-body bytes read before a backend is chosen (whatever
@@ -37,6 +38,8 @@ pub struct ClientCtx {
     pub forwarded_for: HeaderValue,
     /// What the connection shares with its requests.
     pub shared: Arc<ConnShared>,
+    /// The last balancer cookie its requests presented that verified.
+    pub verified_cookie: VerifiedCookie,
 }
 
 impl Proxy {
@@ -96,6 +99,7 @@ impl Proxy {
             headers: req.headers(),
             query: req.uri().query(),
             peer: ctx.addr.ip(),
+            verified: Some(&ctx.verified_cookie),
         });
         let app_session = key.app_session;
         let routed = match &self.store {

@@ -10,7 +10,7 @@ use crate::router::affinity::trim_bytes;
 
 /// Fields that describe one hop and are never forwarded (RFC 9110 §7.6.1);
 /// `Upgrade` goes too unless the connection is being upgraded.
-const HOP_BY_HOP: [HeaderName; 6] = [
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -43,32 +43,46 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// never `Host`, which no hop may take away. An upgrade keeps
 /// `Connection: upgrade` and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most heads carry none: one pass over the names finds out, with no
-    // lookup (a lookup hashes the name).
-    let any = headers
-        .keys()
-        .any(|name| *name == header::UPGRADE || HOP_BY_HOP.iter().any(|hop| hop == name));
-    if !any {
+    // One pass over the names finds which are here, with no lookup (a
+    // lookup hashes the name); most heads carry none, or only `Connection`.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut has_upgrade = false;
+    for name in headers.keys() {
+        if *name == header::UPGRADE {
+            has_upgrade = true;
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+        }
+    }
+    if !has_upgrade && !present.contains(&true) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present[0] {
+        // (`HOP_BY_HOP[0]` is `Connection`.)
+        // `keep-alive` and `upgrade` name fields handled below, and no
+        // field may be named `close` (RFC 9110 §18.4): only other options
+        // are looked up, and a head naming none allocates nothing.
         let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| !NAMES_NO_OTHER_FIELD.iter().any(|o| t.eq_ignore_ascii_case(o)))
             .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .filter(|n| *n != header::HOST && !(upgrade && *n == header::UPGRADE))
+            .filter(|n| *n != header::HOST)
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (hop, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
+        headers.remove(hop);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if has_upgrade {
         headers.remove(header::UPGRADE);
     }
 }
+
+/// `Connection` options that name no field beyond [`HOP_BY_HOP`] and `Upgrade`.
+const NAMES_NO_OTHER_FIELD: [&[u8]; 3] = [b"keep-alive", b"close", b"upgrade"];
 
 /// True when a `TE` field asks for trailers.
 pub fn te_trailers(headers: &HeaderMap) -> bool {
@@ -253,6 +267,26 @@ mod tests {
         strip_hop_by_hop(&mut up, true);
         assert_eq!(up.get("upgrade").unwrap(), "websocket");
         assert_eq!(up.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn options_in_every_connection_field_count_and_close_names_no_field() {
+        let mut h = map(&[
+            ("connection", "close"),
+            ("x-a", "1"),
+            ("connection", "X-A , upgrade"),
+            ("upgrade", "h2c"),
+            ("x-b", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.get("x-b").unwrap(), "kept");
+        let mut alone = map(&[("proxy-authorization", "Basic eA=="), ("x-b", "kept")]);
+        strip_hop_by_hop(&mut alone, false);
+        assert_eq!(alone.len(), 1, "{alone:?}");
+        let mut none = map(&[("x-b", "kept"), ("cookie", "a=1")]);
+        strip_hop_by_hop(&mut none, false);
+        assert_eq!(none.len(), 2, "{none:?}");
     }
 
     #[test]

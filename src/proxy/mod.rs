@@ -42,6 +42,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::router::lb_cookie::VerifiedCookie;
 use crate::router::{Backend, Router};
 use crate::shutdown::ShutdownSignal;
 use crate::store::RedisStore;
@@ -177,6 +178,14 @@ impl ConnCap {
             self.freed.fire();
         }
     }
+}
+
+/// What a connection's requests hold: one count per request on a line
+/// only the connection's thread writes, where a count on the proxy itself
+/// would move between the threads' caches twice per request.
+struct Served {
+    proxy: Arc<Proxy>,
+    ctx: ClientCtx,
 }
 
 /// The settings, alone on their cache lines (see [`Proxy::settings_here`]).
@@ -435,16 +444,18 @@ impl Proxy {
         };
         let shared = Arc::new(ConnShared::default());
         let io = ClientIo::new(stream, Arc::clone(&shared), limits, stopping.wait(), fresh);
-        let ctx = Arc::new(ClientCtx {
-            addr: peer,
-            forwarded_for: headers::peer_value(peer.ip()),
-            shared: Arc::clone(&shared),
+        let here = Arc::new(Served {
+            proxy: Arc::clone(self),
+            ctx: ClientCtx {
+                addr: peer,
+                forwarded_for: headers::peer_value(peer.ip()),
+                shared: Arc::clone(&shared),
+                verified_cookie: VerifiedCookie::default(),
+            },
         });
-        let proxy = Arc::clone(self);
         let service = service_fn(move |req| {
-            let proxy = Arc::clone(&proxy);
-            let ctx = Arc::clone(&ctx);
-            async move { Ok::<_, Infallible>(proxy.handle(req, &ctx).await) }
+            let here = Arc::clone(&here);
+            async move { Ok::<_, Infallible>(here.proxy.handle(req, &here.ctx).await) }
         });
         // No timer here: the connection's limits live in `ClientIo`.
         let served = http1::Builder::new()

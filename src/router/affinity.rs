@@ -34,7 +34,7 @@ use http::header::{COOKIE, SET_COOKIE};
 
 use super::SessionKey;
 use super::hash::KeyDomain;
-use super::lb_cookie::CookieCodec;
+use super::lb_cookie::{CookieCodec, VerifiedCookie};
 use super::topology::Topology;
 
 /// The affinity modes.
@@ -211,6 +211,8 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     /// The TCP peer's address.
     pub peer: IpAddr,
+    /// The connection's last verified balancer cookie, if it keeps one.
+    pub verified: Option<&'a VerifiedCookie>,
 }
 
 /// The key read from a request.
@@ -273,7 +275,11 @@ impl Affinity {
                 let mut claim = None;
                 for value in cookie_values(req.headers, self.codec.name().as_bytes()) {
                     seen = true;
-                    if let Some(c) = std::str::from_utf8(value).ok().and_then(|v| self.codec.decode(v)) {
+                    let claim_here = match req.verified {
+                        Some(memo) => self.codec.decode_remembered(value, memo),
+                        None => std::str::from_utf8(value).ok().and_then(|v| self.codec.decode(v)),
+                    };
+                    if let Some(c) = claim_here {
                         claim = Some(c);
                         break;
                     }

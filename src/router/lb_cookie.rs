@@ -17,6 +17,7 @@
 use std::fmt;
 use std::fmt::Write as _;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::{AeadInPlace, OsRng};
@@ -244,6 +245,35 @@ impl CookieCodec {
     }
 }
 
+/// The last balancer-cookie value one client connection presented that
+/// verified, and its claim: a keep-alive connection's next requests carry
+/// the same bytes and are not decrypted again. Compared byte for byte, so
+/// no other value is ever taken for it; a connection's requests come one at
+/// a time, so the lock is never contended.
+#[derive(Debug, Default)]
+pub struct VerifiedCookie(Mutex<Option<(Vec<u8>, CookieClaim)>>);
+
+impl CookieCodec {
+    /// [`decode`](Self::decode), remembering in `memo` the last value that verified.
+    pub fn decode_remembered(&self, value: &[u8], memo: &VerifiedCookie) -> Option<CookieClaim> {
+        let decode = || std::str::from_utf8(value).ok().and_then(|v| self.decode(v));
+        let Ok(mut last) = memo.0.try_lock() else {
+            return decode();
+        };
+        if let Some((bytes, claim)) = &*last
+            && bytes.as_slice() == value
+        {
+            return Some(*claim);
+        }
+        let claim = decode()?;
+        let (bytes, kept) = last.get_or_insert_with(|| (Vec::with_capacity(value.len()), claim));
+        bytes.clear();
+        bytes.extend_from_slice(value);
+        *kept = claim;
+        Some(claim)
+    }
+}
+
 /// Nonces drawn from the OS at a time, per thread: one `getrandom` call
 /// serves this many new cookies.
 const NONCES_PER_DRAW: usize = 64;
@@ -367,6 +397,38 @@ mod tests {
         }
         let plain = CookieCodec::new("SERVERID", Protection::Plain, None).unwrap();
         assert_eq!(plain.decode("000000000000002a.bad name"), None);
+    }
+
+    #[test]
+    fn a_remembered_cookie_answers_only_for_its_own_bytes() {
+        let (a, b) = (backend("api-1"), backend("api-2"));
+        for p in [Protection::Private, Protection::Signed] {
+            let codec = CookieCodec::new("SERVERID", p, Some(SECRET)).unwrap();
+            let memo = VerifiedCookie::default();
+            let first = codec.encode(1, &a);
+            let claim = |session, backend: &Backend| {
+                Some(CookieClaim {
+                    session,
+                    tag: backend.tag,
+                })
+            };
+            assert_eq!(codec.decode_remembered(first.as_bytes(), &memo), claim(1, &a));
+            assert_eq!(
+                codec.decode_remembered(first.as_bytes(), &memo),
+                claim(1, &a),
+                "{p}: again"
+            );
+            let mut tampered = first.clone().into_bytes();
+            tampered[20] ^= 1;
+            for bad in [&tampered[..], &first.as_bytes()[..first.len() - 1], b"", b"\xff\xfe"] {
+                assert_eq!(codec.decode_remembered(bad, &memo), None, "{p} accepted {bad:?}");
+            }
+            // A forged value leaves the remembered one in place; a new valid one replaces it.
+            assert_eq!(codec.decode_remembered(first.as_bytes(), &memo), claim(1, &a));
+            let second = codec.encode(2, &b);
+            assert_eq!(codec.decode_remembered(second.as_bytes(), &memo), claim(2, &b));
+            assert_eq!(codec.decode_remembered(first.as_bytes(), &memo), claim(1, &a));
+        }
     }
 
     #[test]
