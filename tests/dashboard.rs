@@ -104,6 +104,7 @@ fn stats() -> StatsView {
         fd_limit: 4096,
         loops_refused: 0,
         client_connections: 0,
+        client_connections_per_thread: Vec::new(),
         closed_by_drain: 0,
         lost_in_flight: 0,
         store: None,

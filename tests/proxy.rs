@@ -798,3 +798,71 @@ async fn a_shutdown_lets_the_request_in_flight_finish_then_closes() {
         .expect("the listener is closed");
     outside.kill().await;
 }
+
+/// Sends one keep-alive request on `s` and reads its whole answer.
+async fn one_request(s: &mut TcpStream, cookie: Option<&str>) -> String {
+    let cookie = cookie.map(|c| format!("cookie: {c}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET / HTTP/1.1\r\nhost: a\r\n{cookie}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(5 * SECS, s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a content-length");
+            if answer.len() >= end + 4 + length {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn new_connections_are_spread_over_the_proxy_threads_and_keep_their_sessions() {
+    let mut config = test_config();
+    config.proxy.threads = 3;
+    let lb = Lb::start(config).await;
+    let per_thread = || async { lb.handle.stats_view().client_connections_per_thread };
+    // One after another: each goes to a thread with the fewest.
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        let mut s = TcpStream::connect(lb.proxy).await.unwrap();
+        assert!(one_request(&mut s, None).await.starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    assert_eq!(per_thread().await, vec![4, 4, 4]);
+    // A burst: without spreading, one awake thread accepts most of it.
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        connecting.spawn(TcpStream::connect(lb.proxy));
+    }
+    let mut burst: Vec<TcpStream> = connecting.join_all().await.into_iter().map(Result::unwrap).collect();
+    for s in &mut burst {
+        assert!(one_request(s, None).await.starts_with("HTTP/1.1 200"));
+    }
+    let counts = per_thread().await;
+    assert_eq!(counts.iter().sum::<usize>(), 42, "{counts:?}");
+    assert!(
+        counts.iter().all(|&n| (11..=17).contains(&n)),
+        "42 connections on 3 threads: {counts:?}"
+    );
+    // Whichever thread serves it, a connection keeps its session.
+    let mut client = Client::default();
+    let home = client.get(lb.proxy, "/").await.backend().unwrap().to_owned();
+    let cookie = format!("SERVERID={}", client.jar["SERVERID"]);
+    for s in burst.iter_mut().chain(held.iter_mut()) {
+        let answer = one_request(s, Some(&cookie)).await;
+        assert!(answer.contains(&format!("x-backend: {home}")), "{answer}");
+        assert!(!answer.contains("set-cookie: SERVERID"), "{answer}");
+    }
+    drop((held, burst));
+    lb.handle.shutdown().await;
+}

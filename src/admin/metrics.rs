@@ -88,6 +88,13 @@ pub fn exposition(shared: &Shared) -> String {
         "# HELP ringside_client_connections Client connections open.\n# TYPE ringside_client_connections gauge\nringside_client_connections {}",
         s.client_connections
     );
+    let _ = writeln!(
+        out,
+        "# HELP ringside_proxy_thread_connections Client connections open, by proxy thread.\n# TYPE ringside_proxy_thread_connections gauge"
+    );
+    for (thread, n) in s.client_connections_per_thread.iter().enumerate() {
+        let _ = writeln!(out, "ringside_proxy_thread_connections{{thread=\"{thread}\"}} {n}");
+    }
     if let Some(store) = &s.store {
         let _ = writeln!(
             out,

@@ -84,6 +84,8 @@ pub struct StatsView {
     pub loops_refused: u64,
     /// Client connections open now.
     pub client_connections: u64,
+    /// Of those, how many each proxy thread serves.
+    pub client_connections_per_thread: Vec<usize>,
     /// Connections closed at a drain's timeout.
     pub closed_by_drain: u64,
     /// Requests a backend failed after taking them, answered 502 and not
@@ -215,6 +217,7 @@ impl Shared {
             fd_limit: crate::limits::fd_limit(),
             loops_refused: get(&p.loops_refused),
             client_connections: p.client_connections.get(),
+            client_connections_per_thread: self.proxy.connections_per_thread(),
             closed_by_drain: get(&p.closed_by_drain),
             lost_in_flight: get(&p.lost_in_flight),
             store: self.store.as_ref().map(|s| s.view()),

@@ -23,6 +23,7 @@ pub mod latency;
 pub mod request;
 pub mod response;
 pub mod signal;
+mod spread;
 pub mod stats;
 pub mod tunnel;
 pub mod upstream;
@@ -39,6 +40,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -50,6 +52,7 @@ use forward::ClientCtx;
 use headers::CookieAttributes;
 use io::{ClientIo, ConnShared, Ended, IoLimits};
 use signal::Signal;
+use spread::{Handoff, Lanes};
 pub use stats::ProxyStats;
 use upstream::Upstreams;
 
@@ -215,6 +218,8 @@ pub struct Proxy {
     store: Option<Arc<RedisStore>>,
     stats: ProxyStats,
     cap: Arc<ConnCap>,
+    /// The proxy threads' tallies and inboxes, once they serve.
+    lanes: std::sync::OnceLock<Arc<Lanes>>,
     /// This instance's `Via` entry: a request that arrives carrying it has
     /// come back through one of its own backends.
     via: HeaderValue,
@@ -252,6 +257,7 @@ impl Proxy {
             store,
             stats: ProxyStats::default(),
             cap: Arc::new(ConnCap::new(max_connections)),
+            lanes: std::sync::OnceLock::new(),
             via,
         }
     }
@@ -264,6 +270,11 @@ impl Proxy {
     /// The cap on client connections.
     pub fn connection_cap(&self) -> usize {
         self.cap.max()
+    }
+
+    /// Client connections open on each proxy thread (empty before it serves).
+    pub fn connections_per_thread(&self) -> Vec<usize> {
+        self.lanes.get().map(|l| l.counts()).unwrap_or_default()
     }
 
     /// Replaces the settings (a configuration reload); requests and
@@ -287,9 +298,11 @@ impl Proxy {
 
     /// Serves on `threads` threads, each with a single-threaded runtime
     /// accepting from its own handle on `listener` (one socket, bound once:
-    /// nobody can slip in between), so a request and its upstream connection
-    /// stay on one thread. Each thread returns once `shutdown` fires and its
-    /// connections are done.
+    /// nobody can slip in between) and handing each new connection to the
+    /// thread with the fewest (see [`spread`]), so that the threads share
+    /// the work and a request and its upstream connection stay on one
+    /// thread. Each thread returns once `shutdown` fires and its connections
+    /// are done.
     pub fn serve_threads(
         self: Arc<Self>,
         listener: std::net::TcpListener,
@@ -302,10 +315,13 @@ impl Proxy {
             handles.push(listener.try_clone()?);
         }
         handles.push(listener);
+        let (lanes, inboxes) = Lanes::new(handles.len());
+        let lanes = Arc::clone(self.lanes.get_or_init(|| lanes));
         let mut joins = Vec::new();
-        for (i, listener) in handles.into_iter().enumerate() {
+        for (i, (listener, inbox)) in handles.into_iter().zip(inboxes).enumerate() {
             let proxy = Arc::clone(&self);
             let shutdown = shutdown.clone();
+            let lanes = Arc::clone(&lanes);
             let thread = std::thread::Builder::new()
                 .name(format!("ringside-proxy-{i}"))
                 .spawn(move || {
@@ -319,7 +335,7 @@ impl Proxy {
                     };
                     runtime.block_on(async move {
                         match TcpListener::from_std(listener) {
-                            Ok(l) => proxy.serve(l, shutdown).await,
+                            Ok(l) => proxy.serve(l, shutdown, Place { lanes, me: i, inbox }).await,
                             Err(e) => tracing::error!("proxy thread {i}: {e}"),
                         }
                     });
@@ -333,11 +349,12 @@ impl Proxy {
     /// accepting, closes idle connections and lets requests in flight
     /// finish, for at most [`SHUTDOWN_GRACE`] (tunnels are cut). Beyond the
     /// connection cap, new connections wait in the kernel's backlog.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: ShutdownSignal) {
+    async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: ShutdownSignal, place: Place) {
         // Open connections learn of the shutdown from this, which costs
         // them nothing per poll (see [`signal`]).
         let stopping = Arc::new(Signal::default());
-        let open = Arc::new(OpenHere::default());
+        let Place { lanes, me, inbox } = place;
+        let receiving = tokio::spawn(Arc::clone(&self).receive(inbox, Arc::clone(&stopping), shutdown.clone()));
         'accepting: loop {
             // A place under the cap first: beyond it, connections wait in
             // the kernel's backlog rather than being accepted and left.
@@ -367,17 +384,77 @@ impl Proxy {
                 }
             };
             let _ = stream.set_nodelay(true);
-            // Counted before the task runs, so a shutdown right now waits for it.
-            let counted = open.track(&self);
-            tokio::spawn(Arc::clone(&self).connection(stream, peer, Arc::clone(&stopping), counted));
+            self.dispatch(stream, peer, &lanes, me, &stopping);
         }
         stopping.fire();
         drop(listener);
+        let _ = receiving.await;
+        let open = lanes.open(me);
         if tokio::time::timeout(SHUTDOWN_GRACE, open.all_closed()).await.is_err() {
             tracing::warn!(
                 "{} client connections still busy after {SHUTDOWN_GRACE:?}: cut",
                 open.count.load(Ordering::SeqCst)
             );
+        }
+    }
+
+    /// Serves a new connection here, or hands it to the proxy thread with
+    /// the fewest open. Counted before it moves or its task runs, so a
+    /// shutdown right now waits for it.
+    fn dispatch(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        lanes: &Lanes,
+        me: usize,
+        stopping: &Arc<Signal>,
+    ) {
+        let to = lanes.fewest_open(me);
+        let counted = lanes.open(to).track(self);
+        if to == me {
+            tokio::spawn(Arc::clone(self).connection(stream, peer, Arc::clone(stopping), counted));
+            return;
+        }
+        let handoff = match stream.into_std() {
+            Ok(stream) => Handoff { stream, peer, counted },
+            Err(e) => return tracing::debug!("client {peer}: {e}"),
+        };
+        if let Err(mut back) = lanes.hand(to, handoff) {
+            // That thread is stopping: this one serves it.
+            back.counted.rehome(lanes.open(me));
+            self.take_handed(back, stopping);
+        }
+    }
+
+    /// Serves the connections other proxy threads hand this one, until
+    /// `shutdown`; then takes no more, and serves those already sent.
+    async fn receive(
+        self: Arc<Self>,
+        mut inbox: UnboundedReceiver<Handoff>,
+        stopping: Arc<Signal>,
+        mut shutdown: ShutdownSignal,
+    ) {
+        loop {
+            tokio::select! {
+                handed = inbox.recv() => match handed {
+                    Some(h) => self.take_handed(h, &stopping),
+                    None => return,
+                },
+                _ = shutdown.stopped() => break,
+            }
+        }
+        inbox.close();
+        while let Ok(h) = inbox.try_recv() {
+            self.take_handed(h, &stopping);
+        }
+    }
+
+    fn take_handed(self: &Arc<Self>, h: Handoff, stopping: &Arc<Signal>) {
+        match TcpStream::from_std(h.stream) {
+            Ok(s) => {
+                tokio::spawn(Arc::clone(self).connection(s, h.peer, Arc::clone(stopping), h.counted));
+            }
+            Err(e) => tracing::debug!("client {}: {e}", h.peer),
         }
     }
 
@@ -532,7 +609,8 @@ enum Awake {
     Done,
 }
 
-/// The client connections one listener has open, for a shutdown to wait on.
+/// The client connections one proxy thread has open, for a shutdown to
+/// wait on and for new connections to go where there are fewest.
 #[derive(Default)]
 struct OpenHere {
     count: AtomicUsize,
@@ -564,10 +642,28 @@ impl OpenHere {
     }
 }
 
+/// A proxy thread's place among the others.
+struct Place {
+    lanes: Arc<Lanes>,
+    me: usize,
+    inbox: UnboundedReceiver<Handoff>,
+}
+
 /// One client connection, counted until it drops.
 struct OpenConnection {
     here: Arc<OpenHere>,
     proxy: Arc<Proxy>,
+}
+
+impl OpenConnection {
+    /// Counts the connection on `here` instead.
+    fn rehome(&mut self, here: &Arc<OpenHere>) {
+        here.count.fetch_add(1, Ordering::SeqCst);
+        let left = std::mem::replace(&mut self.here, Arc::clone(here));
+        if left.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            left.none_left.fire();
+        }
+    }
 }
 
 impl Drop for OpenConnection {
