@@ -349,7 +349,9 @@ impl Proxy {
             && let Some(session) = route.session_id
         {
             let codec = self.router.affinity().codec();
-            headers::set_cookie_value(codec.name(), &codec.encode(session, &route.backend), &settings.cookie)
+            headers::set_cookie_value(codec.name(), &settings.cookie, |out| {
+                codec.encode_into(session, &route.backend, out);
+            })
         } else {
             None
         };

@@ -2,6 +2,7 @@
 //! the balancer's own cookie (stripped before the backend sees it, set on the
 //! way back), and the application's session cookie read from responses.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -229,16 +230,26 @@ pub struct CookieAttributes {
     pub max_age_secs: Option<u64>,
 }
 
-/// `NAME=VALUE; Path=/; HttpOnly; SameSite=Lax[; Secure][; Max-Age=N]`.
-pub fn set_cookie_value(name: &str, value: &str, attrs: &CookieAttributes) -> Option<HeaderValue> {
-    let mut s = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+/// `NAME=VALUE; Path=/; HttpOnly; SameSite=Lax[; Secure][; Max-Age=N]`,
+/// with the value `write_value` appends: built in one buffer, which the
+/// header value then owns.
+pub fn set_cookie_value(
+    name: &str,
+    attrs: &CookieAttributes,
+    write_value: impl FnOnce(&mut Vec<u8>),
+) -> Option<HeaderValue> {
+    let mut s = Vec::with_capacity(160);
+    s.extend_from_slice(name.as_bytes());
+    s.push(b'=');
+    write_value(&mut s);
+    s.extend_from_slice(b"; Path=/; HttpOnly; SameSite=Lax");
     if attrs.secure {
-        s.push_str("; Secure");
+        s.extend_from_slice(b"; Secure");
     }
     if let Some(age) = attrs.max_age_secs {
-        s.push_str(&format!("; Max-Age={age}"));
+        let _ = write!(s, "; Max-Age={age}");
     }
-    HeaderValue::from_str(&s).ok()
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
 }
 
 #[cfg(test)]
@@ -357,13 +368,14 @@ mod tests {
 
     #[test]
     fn set_cookie_attributes() {
-        let v = set_cookie_value("SERVERID", "abc", &CookieAttributes::default()).unwrap();
+        let abc = |out: &mut Vec<u8>| out.extend_from_slice(b"abc");
+        let v = set_cookie_value("SERVERID", &CookieAttributes::default(), abc).unwrap();
         assert_eq!(v, "SERVERID=abc; Path=/; HttpOnly; SameSite=Lax");
         let attrs = CookieAttributes {
             secure: true,
             max_age_secs: Some(3600),
         };
-        let v = set_cookie_value("SERVERID", "abc", &attrs).unwrap();
+        let v = set_cookie_value("SERVERID", &attrs, abc).unwrap();
         assert_eq!(v, "SERVERID=abc; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=3600");
     }
 }

@@ -15,7 +15,6 @@
 //! verified without touching the heap.
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::Mutex;
 
@@ -168,27 +167,38 @@ impl CookieCodec {
 
     /// The cookie value for `session` on `backend`.
     pub fn encode(&self, session: u64, backend: &Backend) -> String {
+        let mut value = Vec::with_capacity(MAX_VALUE_LEN);
+        self.encode_into(session, backend, &mut value);
+        String::from_utf8(value).expect("cookie values are ASCII")
+    }
+
+    /// Appends [`encode`](Self::encode)'s value to `out`, with no
+    /// formatting machinery and no allocation beyond `out`'s.
+    pub fn encode_into(&self, session: u64, backend: &Backend, out: &mut Vec<u8>) {
+        let mut claim = [0u8; CLAIM_LEN];
+        hex_into(&mut claim[..16], session);
+        claim[16] = b'.';
         if self.protection == Protection::Plain {
-            return format!("{session:016x}.{}", backend.name);
+            out.extend_from_slice(&claim[..17]);
+            out.extend_from_slice(backend.name.as_bytes());
+            return;
         }
-        let mut claim = String::with_capacity(CLAIM_LEN);
-        let _ = write!(claim, "{session:016x}.{:08x}", backend.tag);
+        hex_into(&mut claim[17..], u64::from(backend.tag));
         match self.protection {
-            Protection::Private => self.seal(claim.as_bytes()),
+            Protection::Private => self.seal_into(&claim, out),
             Protection::Signed => {
                 let mut mac = self.mac.clone();
-                mac.update(claim.as_bytes());
-                let mut value = BASE64_STANDARD.encode(mac.finalize().into_bytes());
-                value.push_str(&claim);
-                value
+                mac.update(&claim);
+                base64_into(&mac.finalize().into_bytes(), out);
+                out.extend_from_slice(&claim);
             }
-            Protection::Hashed | Protection::Plain => claim,
+            Protection::Hashed | Protection::Plain => out.extend_from_slice(&claim),
         }
     }
 
     /// `base64(nonce ‖ AES-256-GCM(claim) ‖ tag)`, the cookie name as
     /// associated data, a fresh random nonce each time.
-    fn seal(&self, claim: &[u8]) -> String {
+    fn seal_into(&self, claim: &[u8; CLAIM_LEN], out: &mut Vec<u8>) {
         let mut sealed = [0u8; NONCE_LEN + CLAIM_LEN + TAG_LEN];
         let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
         let (text, tag) = rest.split_at_mut(CLAIM_LEN);
@@ -199,7 +209,7 @@ impl CookieCodec {
             .encrypt_in_place_detached(Nonce::from_slice(nonce), self.name.as_bytes(), text)
             .expect("AES-GCM refuses only messages over 64 GiB");
         tag.copy_from_slice(&sealed_tag);
-        BASE64_STANDARD.encode(sealed)
+        base64_into(&sealed, out);
     }
 
     /// Verifies and reads a cookie value; `None` for anything tampered,
@@ -272,6 +282,24 @@ impl CookieCodec {
         *kept = claim;
         Some(claim)
     }
+}
+
+/// `n`'s low `out.len() * 4` bits as lowercase hex digits, most significant first.
+fn hex_into(out: &mut [u8], n: u64) {
+    let len = out.len();
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = b"0123456789abcdef"[((n >> (4 * (len - 1 - i))) & 0xf) as usize];
+    }
+}
+
+/// Appends `bytes` in standard, padded base64.
+fn base64_into(bytes: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + bytes.len().div_ceil(3) * 4, 0);
+    let written = BASE64_STANDARD
+        .encode_slice(bytes, &mut out[start..])
+        .expect("room for the whole encoding was made");
+    out.truncate(start + written);
 }
 
 /// Nonces drawn from the OS at a time, per thread: one `getrandom` call
@@ -397,6 +425,17 @@ mod tests {
         }
         let plain = CookieCodec::new("SERVERID", Protection::Plain, None).unwrap();
         assert_eq!(plain.decode("000000000000002a.bad name"), None);
+    }
+
+    #[test]
+    fn the_claim_is_the_session_and_tag_in_fixed_width_hex() {
+        let b = backend("api-1");
+        let hashed = CookieCodec::new("SERVERID", Protection::Hashed, None).unwrap();
+        let plain = CookieCodec::new("SERVERID", Protection::Plain, None).unwrap();
+        for session in [0, 1, 0xdead_beef, u64::MAX] {
+            assert_eq!(hashed.encode(session, &b), format!("{session:016x}.{:08x}", b.tag));
+            assert_eq!(plain.encode(session, &b), format!("{session:016x}.api-1"));
+        }
     }
 
     #[test]

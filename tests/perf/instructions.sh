@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# User-space instructions per sticky request, counted by callgrind: exact
+# where this shared machine's wall-clock figures wander by ±10%, so a change
+# to the per-request path can be judged by it when ab.sh cannot tell.
+#
+#   tests/perf/instructions.sh                          # target/release/ringside
+#   tests/perf/instructions.sh /tmp/ringside-a target/release/ringside
+#   REFERENCES=1 tests/perf/instructions.sh             # and thin-proxy and HAProxy
+#   NEW_SESSIONS=1 tests/perf/instructions.sh           # no cookie: a new session each
+#
+# Each contender runs twice under callgrind in front of the same three nginx
+# backends (ringside headless, lb-cookie + ring, 2 threads; thin-proxy and
+# HAProxy as in compare.sh), serving `ab -k -c 4` with one sticky cookie
+# (with none under NEW_SESSIONS=1): N1 requests in the first run, N2 in the second (default 1,000 and 5,000).
+# The difference of the two totals over N2 - N1 cancels start-up and
+# shut-down. Repeated runs agree within about 1k instructions. Installs
+# valgrind, ab, nginx and haproxy with apt-get when missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+N1=${N1:-1000}
+N2=${N2:-5000}
+BINS=("$@")
+[ ${#BINS[@]} -eq 0 ] && BINS=(target/release/ringside)
+for b in "${BINS[@]}"; do
+  [ -x "$b" ] || { echo "not an executable: $b (cargo build --release first)" >&2; exit 2; }
+done
+
+# shellcheck source=tests/perf/common.sh
+. tests/perf/common.sh
+install_missing valgrind nginx haproxy
+command -v ab >/dev/null || { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2-utils >/dev/null; }
+
+B1=19681 B2=19682 B3=19683 PORT=19690
+WORK=$(mktemp -d)
+cleanup() {
+  pkill -INT -f "callgrind-out-file=$WORK/" 2>/dev/null || true
+  if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+start_backends
+
+cat > "$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 2
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option redispatch
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$PORT
+  default_backend be
+backend be
+  balance roundrobin
+  cookie SERVERID insert indirect nocache httponly
+  server b1 127.0.0.1:$B1 cookie b1
+  server b2 127.0.0.1:$B2 cookie b2
+  server b3 127.0.0.1:$B3 cookie b3
+EOF
+
+# total CONTENDER N: callgrind's instruction total for one run of N requests.
+total() {
+  local who=$1 n=$2 out="$WORK/cg.$RANDOM.out"
+  case $who in
+    haproxy) exec valgrind --tool=callgrind --callgrind-out-file="$out" haproxy -f "$WORK/haproxy.cfg" -db ;;
+    thin) exec valgrind --tool=callgrind --callgrind-out-file="$out" target/release/examples/thin-proxy \
+      --listen 127.0.0.1:$PORT --threads 2 \
+      --backend 127.0.0.1:$B1 --backend 127.0.0.1:$B2 --backend 127.0.0.1:$B3 ;;
+    *) RINGSIDE_COOKIE_SECRET=perf-perf-perf-perf-perf-perf-perf-perf \
+      exec valgrind --tool=callgrind --callgrind-out-file="$out" "$who" --headless --threads 2 \
+      --listen 127.0.0.1:$PORT --admin 127.0.0.1:$((PORT + 1)) \
+      --backend b1=127.0.0.1:$B1 --backend b2=127.0.0.1:$B2 --backend b3=127.0.0.1:$B3 ;;
+  esac >/dev/null 2>"$WORK/valgrind.err" &
+  local pid=$!
+  for _ in $(seq 150); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.2; done
+  local cookie
+  cookie=$(curl -s -D - -o /dev/null "http://127.0.0.1:$PORT/" | awk -F'[ ;]' 'tolower($1)=="set-cookie:"{print $2; exit}')
+  [ -n "$cookie" ] || { echo "$who: no sticky cookie" >&2; exit 1; }
+  local sticky=(-H "Cookie: $cookie")
+  [ "${NEW_SESSIONS:-0}" = 1 ] && sticky=()
+  local failed
+  failed=$(ab -q -k -n "$n" -c 4 "${sticky[@]}" "http://127.0.0.1:$PORT/" | awk '/^Failed requests/{print $3}')
+  [ "$failed" = 0 ] || { echo "$who: $failed of $n requests failed" >&2; exit 1; }
+  kill -INT "$pid"
+  wait "$pid" || true
+  awk '/^(summary|totals):/{print $2; exit}' "$out"*
+}
+
+per_request() {
+  local a b
+  a=$(total "$1" "$N1")
+  b=$(total "$1" "$N2")
+  printf '%-40s %8d instructions per request\n' "$2" $(((b - a) / (N2 - N1)))
+}
+
+mode=sticky
+[ "${NEW_SESSIONS:-0}" = 1 ] && mode="new session per request"
+echo "callgrind, user space, $mode, ab -k -c 4, ($N2 - $N1 requests)"
+if [ "${REFERENCES:-0}" = 1 ]; then
+  cargo build --release --quiet --example thin-proxy
+  per_request haproxy "HAProxy $(haproxy -v | awk 'NR==1{print $3}')"
+  per_request thin thin-proxy
+fi
+for b in "${BINS[@]}"; do
+  per_request "$(realpath "$b")" "$b"
+done
