@@ -2,7 +2,8 @@
 //! untrusted bytes arrive), the router's decision, and HTTP/1.1 to backends
 //! over pooled keep-alive connections with a purpose-built client
 //! ([`client`]). It runs on its own threads, one current-thread runtime
-//! each, accepting from one listening socket.
+//! each, accepting from one listening socket; a new connection goes to the
+//! thread with the fewest open (`spread`).
 //!
 //! Files: serving and connections here; one request in `forward`; what is
 //! refused and how a request is normalised in `request`; a backend's answer
@@ -299,7 +300,7 @@ impl Proxy {
     /// Serves on `threads` threads, each with a single-threaded runtime
     /// accepting from its own handle on `listener` (one socket, bound once:
     /// nobody can slip in between) and handing each new connection to the
-    /// thread with the fewest (see [`spread`]), so that the threads share
+    /// thread with the fewest (see `spread`), so that the threads share
     /// the work and a request and its upstream connection stay on one
     /// thread. Each thread returns once `shutdown` fires and its connections
     /// are done.
