@@ -745,6 +745,7 @@ async fn a_killed_backend_is_not_retired_as_drained() {
 async fn a_shutdown_lets_the_request_in_flight_finish_then_closes() {
     let outside = DemoBackend::start("ext", "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let mut config = test_config();
+    config.proxy.threads = 2;
     config.backends = vec![BackendEntry {
         name: "ext".into(),
         addr: outside.addr(),
@@ -757,29 +758,42 @@ async fn a_shutdown_lets_the_request_in_flight_finish_then_closes() {
     let n = idle.read(&mut head).await.unwrap();
     assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
 
-    let mut busy = TcpStream::connect(lb.proxy).await.unwrap();
-    busy.write_all(b"GET /sleep?ms=500 HTTP/1.1\r\nhost: a\r\n\r\n")
-        .await
-        .unwrap();
-    // In flight once the proxy is forwarding it.
+    // Several, so that some were handed from the thread that accepted
+    // them to another (see proxy::spread) and the shutdown waits for them too.
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(lb.proxy).await.unwrap();
+        s.write_all(b"GET /sleep?ms=500 HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        busy.push(s);
+    }
+    // In flight once the proxy is forwarding them.
     let deadline = tokio::time::Instant::now() + 5 * SECS;
-    while lb.handle.backends_view()[0].active == 0 {
+    while lb.handle.backends_view()[0].active < 4 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the request was never forwarded"
+            "the requests were never forwarded"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let per_thread = lb.handle.stats_view().client_connections_per_thread;
+    assert!(
+        per_thread.len() == 2 && per_thread.iter().sum::<usize>() == 5 && !per_thread.contains(&0),
+        "{per_thread:?}"
+    );
     lb.handle.shutdown().await;
 
-    let mut answer = Vec::new();
-    tokio::time::timeout(5 * SECS, busy.read_to_end(&mut answer))
-        .await
-        .expect("answered, then closed")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("Backend Server ext"), "{answer}");
+    for busy in &mut busy {
+        let mut answer = Vec::new();
+        tokio::time::timeout(5 * SECS, busy.read_to_end(&mut answer))
+            .await
+            .expect("answered, then closed")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("Backend Server ext"), "{answer}");
+    }
     // An idle keep-alive connection is closed at once.
     let mut rest = Vec::new();
     tokio::time::timeout(5 * SECS, idle.read_to_end(&mut rest))
