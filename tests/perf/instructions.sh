@@ -13,7 +13,9 @@
 # HAProxy as in compare.sh), serving `ab -k -c 4` with one sticky cookie
 # (with none under NEW_SESSIONS=1): N1 requests in the first run, N2 in the second (default 1,000 and 5,000).
 # The difference of the two totals over N2 - N1 cancels start-up and
-# shut-down. Repeated runs agree within about 1k instructions. Installs
+# shut-down. Repeated runs agree within about 1k instructions. Also
+# counted, per request: calls to malloc, realloc and memcpy (glibc's AVX
+# variant, this machine's). Installs
 # valgrind, ab, nginx and haproxy with apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -89,14 +91,40 @@ total() {
   [ "$failed" = 0 ] || { echo "$who: $failed of $n requests failed" >&2; exit 1; }
   kill -INT "$pid"
   wait "$pid" || true
-  awk '/^(summary|totals):/{print $2; exit}' "$out"*
+  cat "$out"* > "$WORK/$n.out"
+  awk '/^(summary|totals):/{print $2; exit}' "$WORK/$n.out"
+}
+
+# calls NAME: how often the runs' code called NAME, per request.
+calls() {
+  python3 - "$WORK/$N1.out" "$WORK/$N2.out" "$1" $((N2 - N1)) <<'PY'
+import re, sys
+def count(path, name):
+    names, callee, n = {}, None, 0
+    for line in open(path, errors="replace"):
+        m = re.match(r"^(c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+        if m:
+            kind, ident, label = m.groups()
+            if label:
+                names[ident] = label
+            if kind == "cfn":
+                callee = names.get(ident, ident)
+            continue
+        m = re.match(r"^calls=(\d+)", line)
+        if m and callee is not None and (callee == name or callee.startswith(name + " ")):
+            n += int(m.group(1))
+    return n
+a, b, name, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+print(f"{(count(b, name) - count(a, name)) / n:.1f}")
+PY
 }
 
 per_request() {
   local a b
   a=$(total "$1" "$N1")
   b=$(total "$1" "$N2")
-  printf '%-40s %8d instructions per request\n' "$2" $(((b - a) / (N2 - N1)))
+  printf '%-40s %8d instructions per request; malloc %s, realloc %s, memcpy %s calls\n' "$2" \
+    $(((b - a) / (N2 - N1))) "$(calls malloc)" "$(calls realloc)" "$(calls __memcpy_avx_unaligned_erms)"
 }
 
 mode=sticky
