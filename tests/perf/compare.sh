@@ -80,29 +80,7 @@ trap cleanup EXIT
 start_backends
 
 # --- HAProxy 2.6 with cookie persistence, 2 threads ------------------------
-cat > "$WORK/haproxy.cfg" <<EOF
-global
-  nbthread 2
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  option redispatch
-  option forwardfor
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HAP
-  default_backend be
-backend be
-  balance roundrobin
-  cookie SERVERID insert indirect nocache httponly
-  option httpchk GET /health
-  server b1 127.0.0.1:$B1 cookie b1 check inter 5s
-  server b2 127.0.0.1:$B2 cookie b2 check inter 5s
-  server b3 127.0.0.1:$B3 cookie b3 check inter 5s
-EOF
+haproxy_config $HAP check > "$WORK/haproxy.cfg"
 haproxy -f "$WORK/haproxy.cfg" -D -p "$WORK/haproxy.pid"
 HAPROXY_PID=$(cat "$WORK/haproxy.pid")
 PIDS+=("$HAPROXY_PID")

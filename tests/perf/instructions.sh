@@ -22,16 +22,11 @@ cd "$(dirname "$0")/../.."
 
 N1=${N1:-1000}
 N2=${N2:-5000}
-BINS=("$@")
-[ ${#BINS[@]} -eq 0 ] && BINS=(target/release/ringside)
-for b in "${BINS[@]}"; do
-  [ -x "$b" ] || { echo "not an executable: $b (cargo build --release first)" >&2; exit 2; }
-done
 
 # shellcheck source=tests/perf/common.sh
 . tests/perf/common.sh
-install_missing valgrind nginx haproxy
-command -v ab >/dev/null || { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2-utils >/dev/null; }
+ringside_binaries "$@"
+install_missing valgrind nginx haproxy ab
 
 B1=19681 B2=19682 B3=19683 PORT=19690
 WORK=$(mktemp -d)
@@ -43,28 +38,7 @@ cleanup() {
 trap cleanup EXIT
 start_backends
 
-cat > "$WORK/haproxy.cfg" <<EOF
-global
-  nbthread 2
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  option redispatch
-  option forwardfor
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$PORT
-  default_backend be
-backend be
-  balance roundrobin
-  cookie SERVERID insert indirect nocache httponly
-  server b1 127.0.0.1:$B1 cookie b1
-  server b2 127.0.0.1:$B2 cookie b2
-  server b3 127.0.0.1:$B3 cookie b3
-EOF
+haproxy_config $PORT > "$WORK/haproxy.cfg"
 
 # total CONTENDER N: callgrind's instruction total for one run of N requests.
 total() {

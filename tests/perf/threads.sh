@@ -21,14 +21,10 @@ cd "$(dirname "$0")/../.."
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-6}
-BINS=("$@")
-[ ${#BINS[@]} -eq 0 ] && BINS=(target/release/ringside)
-for b in "${BINS[@]}"; do
-  [ -x "$b" ] || { echo "not an executable: $b (cargo build --release first)" >&2; exit 2; }
-done
 
 # shellcheck source=tests/perf/common.sh
 . tests/perf/common.sh
+ringside_binaries "$@"
 install_missing nginx wrk
 cargo build --release --quiet --example thin-proxy
 
@@ -36,7 +32,7 @@ B1=19781 B2=19782 B3=19783 PORT=19790
 WORK=$(mktemp -d)
 PROXY=
 cleanup() {
-  [ -n "$PROXY" ] && kill "$PROXY" 2>/dev/null || true
+  if [ -n "$PROXY" ]; then kill "$PROXY" 2>/dev/null || true; fi
   if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
@@ -60,6 +56,7 @@ run() {
   kill "$PROXY"
   wait "$PROXY" 2>/dev/null || true
   PROXY=
+  # shellcheck disable=SC2086 # each figure its own argument
   python3 - "$name" "$n" "$DURATION" "${THIN_RPS:-0}" $before $after <<'PY'
 import sys
 name, n, secs, thin = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
