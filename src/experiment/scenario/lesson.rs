@@ -130,7 +130,7 @@ pub struct LessonState {
     /// When the next step is due, while the clock runs (for a countdown).
     #[serde(skip)]
     pub next_due: Option<Instant>,
-    /// What the steps said, the last [`LOG_LINES`] lines.
+    /// What the steps said, the last `LOG_LINES` lines.
     pub log: Vec<String>,
     /// The checks so far in this run.
     pub checks: Vec<Outcome>,
