@@ -886,3 +886,34 @@ fn rfc9112_9_6_a_half_closed_client_gets_its_answer() {
     assert_eq!(answer.text(), "half");
     assert_eq!(backend.only_request().target(), "/");
 }
+
+/// HAProxy 2.6 forwards the fields `Connection` names and `Keep-Alive`;
+/// nginx 1.22 drops `Connection` and `Keep-Alive` but forwards the named
+/// fields (case 4g of REFERENCES.md). They disagree, and RFC 9110 §7.6.1
+/// says a proxy removes every field its `Connection` names: ringside does,
+/// both ways, and keeps every other field.
+#[test]
+fn rfc9110_7_6_1_fields_connection_names_go_both_ways_the_rest_stays() {
+    let (backend, ringside) = setup(Backend::answering(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: X-Resp\r\nX-Resp: r\r\nKeep-Alive: timeout=9\r\nX-Kept: k\r\n\r\nx"
+            .to_vec(),
+    ));
+    let answer = one_response(
+        ringside.proxy,
+        b"GET / HTTP/1.1\r\nHost: app.example\r\nConnection: keep-alive, X-Private\r\nX-Private: s\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-Kept: k\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(answer.status(), 200, "{}", answer.describe());
+    let got = backend.only_request();
+    for gone in ["x-private", "keep-alive", "proxy-connection"] {
+        assert!(got.all(gone).is_empty(), "{gone} forwarded: {}", got.describe());
+    }
+    assert!(!got.has_token("connection", "x-private"), "{}", got.describe());
+    assert_eq!(got.all("x-kept"), vec!["k"], "{}", got.describe());
+    assert_eq!(got.all("host"), vec!["app.example"], "{}", got.describe());
+    for gone in ["x-resp", "keep-alive"] {
+        assert!(answer.all(gone).is_empty(), "{gone} relayed: {}", answer.describe());
+    }
+    assert!(!answer.has_token("connection", "x-resp"), "{}", answer.describe());
+    assert_eq!(answer.all("x-kept"), vec!["k"], "{}", answer.describe());
+    assert_eq!(answer.text(), "x");
+}

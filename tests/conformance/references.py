@@ -29,7 +29,8 @@ HOST = "127.0.0.1"
 KEY_HEADERS = (
     "host", "content-length", "transfer-encoding", "connection", "cookie", "set-cookie",
     "cache-control", "x-forwarded-for", "te", "trailer", "x-checksum", "link",
-    "content-encoding", "keep-alive", "upgrade", "x-smuggled",
+    "content-encoding", "keep-alive", "upgrade", "x-smuggled", "proxy-connection", "x-private",
+    "x-resp", "x-kept",
 )
 
 # --------------------------------------------------------------------------
@@ -432,6 +433,11 @@ CASES = [
      lambda h: ok("x"), None),
     ("4e", "Connection: host", [req("GET / HTTP/1.1", H, b"Connection: host, close\r\n")],
      lambda h: ok("x"), None),
+    ("4g", "Connection options name fields, both ways",
+     [req("GET / HTTP/1.1", H, b"Connection: keep-alive, X-Private\r\n", b"X-Private: s\r\n",
+          b"Keep-Alive: timeout=5\r\n", b"Proxy-Connection: keep-alive\r\n", b"X-Kept: k\r\n", CLOSE)],
+     lambda h: b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: X-Resp\r\nX-Resp: r\r\n"
+               b"Keep-Alive: timeout=9\r\nX-Kept: k\r\n\r\nx", None),
     ("4f", "absolute-form, other Host",
      [req("GET http://origin.example/p?q=1 HTTP/1.1", b"Host: other.example\r\n", CLOSE)],
      lambda h: ok("x"), None),
