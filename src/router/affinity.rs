@@ -275,11 +275,7 @@ impl Affinity {
                 let mut claim = None;
                 for value in cookie_values(req.headers, self.codec.name().as_bytes()) {
                     seen = true;
-                    let claim_here = match req.verified {
-                        Some(memo) => self.codec.decode_remembered(value, memo),
-                        None => std::str::from_utf8(value).ok().and_then(|v| self.codec.decode(v)),
-                    };
-                    if let Some(c) = claim_here {
+                    if let Some(c) = self.codec.decode_remembered(value, req.verified) {
                         claim = Some(c);
                         break;
                     }

@@ -264,10 +264,11 @@ impl CookieCodec {
 pub struct VerifiedCookie(Mutex<Option<(Vec<u8>, CookieClaim)>>);
 
 impl CookieCodec {
-    /// [`decode`](Self::decode), remembering in `memo` the last value that verified.
-    pub fn decode_remembered(&self, value: &[u8], memo: &VerifiedCookie) -> Option<CookieClaim> {
+    /// [`decode`](Self::decode) of raw bytes, remembering in `memo`, when
+    /// there is one, the last value that verified.
+    pub fn decode_remembered(&self, value: &[u8], memo: Option<&VerifiedCookie>) -> Option<CookieClaim> {
         let decode = || std::str::from_utf8(value).ok().and_then(|v| self.decode(v));
-        let Ok(mut last) = memo.0.try_lock() else {
+        let Some(Ok(mut last)) = memo.map(|m| m.0.try_lock()) else {
             return decode();
         };
         if let Some((bytes, claim)) = &*last
@@ -451,22 +452,22 @@ mod tests {
                     tag: backend.tag,
                 })
             };
-            assert_eq!(codec.decode_remembered(first.as_bytes(), &memo), claim(1, &a));
+            assert_eq!(codec.decode_remembered(first.as_bytes(), Some(&memo)), claim(1, &a));
             assert_eq!(
-                codec.decode_remembered(first.as_bytes(), &memo),
+                codec.decode_remembered(first.as_bytes(), Some(&memo)),
                 claim(1, &a),
                 "{p}: again"
             );
             let mut tampered = first.clone().into_bytes();
             tampered[20] ^= 1;
             for bad in [&tampered[..], &first.as_bytes()[..first.len() - 1], b"", b"\xff\xfe"] {
-                assert_eq!(codec.decode_remembered(bad, &memo), None, "{p} accepted {bad:?}");
+                assert_eq!(codec.decode_remembered(bad, Some(&memo)), None, "{p} accepted {bad:?}");
             }
             // A forged value leaves the remembered one in place; a new valid one replaces it.
-            assert_eq!(codec.decode_remembered(first.as_bytes(), &memo), claim(1, &a));
+            assert_eq!(codec.decode_remembered(first.as_bytes(), Some(&memo)), claim(1, &a));
             let second = codec.encode(2, &b);
-            assert_eq!(codec.decode_remembered(second.as_bytes(), &memo), claim(2, &b));
-            assert_eq!(codec.decode_remembered(first.as_bytes(), &memo), claim(1, &a));
+            assert_eq!(codec.decode_remembered(second.as_bytes(), Some(&memo)), claim(2, &b));
+            assert_eq!(codec.decode_remembered(first.as_bytes(), Some(&memo)), claim(1, &a));
         }
     }
 
