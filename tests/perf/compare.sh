@@ -14,9 +14,12 @@
 #   thin      target/release/examples/thin-proxy (tests/perf/thin_proxy.rs):
 #             the thinnest hyper 1.x + tokio proxy of ringside's shape — what
 #             hyper and tokio alone cost (issue #19)
+#   thin-rc   the same thin-proxy with `--upstream ringside`: ringside's own
+#             upstream client instead of hyper's, so that what separates
+#             ringside from it is ringside's features alone
 #   ringside  headless, lb-cookie (encrypted) + ring
 # wrk -t2 -c$CONNS drives each for $DURATION s, in the order haproxy, thin,
-# ringside, repeated $PAIRS times ("rounds"), once with a fixed sticky cookie
+# thin-rc, ringside, repeated $PAIRS times ("rounds"), once with a fixed sticky cookie
 # taken from a first response (== sticky) and once with no cookie, so that
 # every request is a new session (== new-session).
 #
@@ -28,8 +31,10 @@
 # per-round ratios of req/s, p99 and cpu_us:
 #   median ratios      req/s     p99  cpu/req
 #   thin/haproxy        ...
+#   thin-rc/haproxy     ...
 #   ringside/haproxy    ...
 #   ringside/thin       ...       (what ringside costs beyond hyper and tokio)
+#   ringside/thin-rc    ...       (what ringside's features cost)
 # Then three A/B comparisons of ringside with itself, each "pair run req/s
 # p50_ms p99_ms cpu_us" rows (cpu_us: ringside's CPU per request) and the
 # median ratio B/A of req/s:
@@ -58,11 +63,17 @@ SUBSCRIBERS=${SUBSCRIBERS:-64}
 # shellcheck source=tests/perf/common.sh
 . tests/perf/common.sh
 install_missing nginx haproxy wrk tmux redis-server
-cargo build --release --quiet --bin ringside --example thin-proxy
-BIN=$PWD/target/release/ringside
+# RINGSIDE_BIN: a ringside build to measure instead of building this tree's.
+if [ -n "${RINGSIDE_BIN:-}" ]; then
+  BIN=$(realpath "$RINGSIDE_BIN")
+  cargo build --release --quiet --example thin-proxy
+else
+  cargo build --release --quiet --bin ringside --example thin-proxy
+  BIN=$PWD/target/release/ringside
+fi
 THIN_BIN=$PWD/target/release/examples/thin-proxy
 
-B1=19081 B2=19082 B3=19083 HAP=19080 THIN=19070 RS=19180 RSA=19190 RST=19280 RSTA=19290 RSR=19480 RSRA=19490 REDIS=19479
+B1=19081 B2=19082 B3=19083 HAP=19080 THIN=19070 THINRC=19071 RS=19180 RSA=19190 RST=19280 RSTA=19290 RSR=19480 RSRA=19490 REDIS=19479
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -91,6 +102,11 @@ PIDS+=("$HAPROXY_PID")
   >"$WORK/thin.out" 2>"$WORK/thin.err" &
 THIN_PID=$!
 PIDS+=("$THIN_PID")
+"$THIN_BIN" --listen 127.0.0.1:$THINRC --threads 2 --upstream ringside \
+  --backend 127.0.0.1:$B1 --backend 127.0.0.1:$B2 --backend 127.0.0.1:$B3 \
+  >"$WORK/thin-rc.out" 2>"$WORK/thin-rc.err" &
+THINRC_PID=$!
+PIDS+=("$THINRC_PID")
 
 # --- ringside headless, lb-cookie + ring, 2 threads -------------------------
 BACKENDS=(--backend "b1=127.0.0.1:$B1" --backend "b2=127.0.0.1:$B2" --backend "b3=127.0.0.1:$B3")
@@ -101,15 +117,16 @@ RINGSIDE_PID=$!
 PIDS+=("$RINGSIDE_PID")
 
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 never answered" >&2; exit 1; }
-wait_port $HAP; wait_port $THIN; wait_port $RS
+wait_port $HAP; wait_port $THIN; wait_port $THINRC; wait_port $RS
 
 cookie_of() { curl -s -D - -o /dev/null "http://127.0.0.1:$1/" | awk -F'[ ;]' 'tolower($1)=="set-cookie:"{print $2; exit}'; }
 HAP_COOKIE=$(cookie_of $HAP)
 THIN_COOKIE=$(cookie_of $THIN)
+THINRC_COOKIE=$(cookie_of $THINRC)
 RS_COOKIE=$(cookie_of $RS)
 
 # Smoke: all three answer 200 and keep a cookie's client on one backend.
-for port_cookie in "$HAP $HAP_COOKIE" "$THIN $THIN_COOKIE" "$RS $RS_COOKIE"; do
+for port_cookie in "$HAP $HAP_COOKIE" "$THIN $THIN_COOKIE" "$THINRC $THINRC_COOKIE" "$RS $RS_COOKIE"; do
   read -r port cookie <<<"$port_cookie"
   seen=$(for _ in 1 2 3 4 5 6; do curl -s -H "Cookie: $cookie" "http://127.0.0.1:$port/"; done | sort -u | wc -l)
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")
@@ -118,7 +135,7 @@ for port_cookie in "$HAP $HAP_COOKIE" "$THIN $THIN_COOKIE" "$RS $RS_COOKIE"; do
     exit 1
   fi
 done
-echo "smoke: HAProxy, thin-proxy and ringside answer 200 and keep a cookie on one backend"
+echo "smoke: HAProxy, both thin-proxies and ringside answer 200 and keep a cookie on one backend"
 
 peak_rss_mb() { awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
@@ -159,7 +176,7 @@ ratios() { python3 -c "import sys; print(' '.join(str(float(a)/float(b)) for a, 
 ROW='%-6s %-9s %10s %9s %9s %8s %8s %8s %8s\n'
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%F %H:%M UTC')"
-echo "wrk -t2 -c$CONNS -d${DURATION}s, $PAIRS rounds per mode, in the order haproxy, thin, ringside"
+echo "wrk -t2 -c$CONNS -d${DURATION}s, $PAIRS rounds per mode, in the order haproxy, thin, thin-rc, ringside"
 for mode in sticky new-session; do
   echo
   echo "== $mode"
@@ -167,10 +184,11 @@ for mode in sticky new-session; do
   printf "$ROW" round contender req/s p50_ms p99_ms rss_MB user_us sys_us cpu_us
   declare -A rps=() p99=() cpu=()
   for round in $(seq "$PAIRS"); do
-    for c in haproxy thin ringside; do
+    for c in haproxy thin thin-rc ringside; do
       case $c in
         haproxy) port=$HAP pid=$HAPROXY_PID cookie=$HAP_COOKIE ;;
         thin) port=$THIN pid=$THIN_PID cookie=$THIN_COOKIE ;;
+        thin-rc) port=$THINRC pid=$THINRC_PID cookie=$THINRC_COOKIE ;;
         ringside) port=$RS pid=$RINGSIDE_PID cookie=$RS_COOKIE ;;
       esac
       [ $mode = new-session ] && cookie=""
@@ -181,7 +199,7 @@ for mode in sticky new-session; do
     done
   done
   printf '%-20s %8s %8s %8s\n' "median ratios" req/s p99 cpu/req
-  for pair in thin/haproxy ringside/haproxy ringside/thin; do
+  for pair in thin/haproxy thin-rc/haproxy ringside/haproxy ringside/thin ringside/thin-rc; do
     a=${pair%/*} b=${pair#*/}
     # shellcheck disable=SC2046 # one argument per ratio
     printf '%-20s %8s %8s %8s\n' "$pair" \

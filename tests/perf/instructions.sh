@@ -5,7 +5,7 @@
 #
 #   tests/perf/instructions.sh                          # target/release/ringside
 #   tests/perf/instructions.sh /tmp/ringside-a target/release/ringside
-#   REFERENCES=1 tests/perf/instructions.sh             # and thin-proxy and HAProxy
+#   REFERENCES=1 tests/perf/instructions.sh             # and HAProxy and thin-proxy (both clients)
 #   NEW_SESSIONS=1 tests/perf/instructions.sh           # no cookie: a new session each
 #
 # Each contender runs twice under callgrind in front of the same three nginx
@@ -31,7 +31,7 @@ install_missing valgrind nginx haproxy ab
 B1=19681 B2=19682 B3=19683 PORT=19690
 WORK=$(mktemp -d)
 cleanup() {
-  pkill -INT -f "callgrind-out-file=$WORK/" 2>/dev/null || true
+  pkill -TERM -f "callgrind-out-file=$WORK/" 2>/dev/null || true
   if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
@@ -45,8 +45,8 @@ total() {
   local who=$1 n=$2 out="$WORK/cg.$RANDOM.out"
   case $who in
     haproxy) exec valgrind --tool=callgrind --callgrind-out-file="$out" haproxy -f "$WORK/haproxy.cfg" -db ;;
-    thin) exec valgrind --tool=callgrind --callgrind-out-file="$out" target/release/examples/thin-proxy \
-      --listen 127.0.0.1:$PORT --threads 2 \
+    thin | thin-rc) exec valgrind --tool=callgrind --callgrind-out-file="$out" target/release/examples/thin-proxy \
+      --listen 127.0.0.1:$PORT --threads 2 --upstream "$([ "$who" = thin ] && echo hyper || echo ringside)" \
       --backend 127.0.0.1:$B1 --backend 127.0.0.1:$B2 --backend 127.0.0.1:$B3 ;;
     *) RINGSIDE_COOKIE_SECRET=perf-perf-perf-perf-perf-perf-perf-perf \
       exec valgrind --tool=callgrind --callgrind-out-file="$out" "$who" --headless --threads 2 \
@@ -63,7 +63,9 @@ total() {
   local failed
   failed=$(ab -q -k -n "$n" -c 4 "${sticky[@]}" "http://127.0.0.1:$PORT/" | awk '/^Failed requests/{print $3}')
   [ "$failed" = 0 ] || { echo "$who: $failed of $n requests failed" >&2; exit 1; }
-  kill -INT "$pid"
+  # SIGTERM: a shell without job control starts background commands with
+  # SIGINT ignored, so an INT would never end them.
+  kill -TERM "$pid"
   wait "$pid" || true
   cat "$out"* > "$WORK/$n.out"
   awk '/^(summary|totals):/{print $2; exit}' "$WORK/$n.out"
@@ -108,6 +110,7 @@ if [ "${REFERENCES:-0}" = 1 ]; then
   cargo build --release --quiet --example thin-proxy
   per_request haproxy "HAProxy $(haproxy -v | awk 'NR==1{print $3}')"
   per_request thin thin-proxy
+  per_request thin-rc "thin-proxy --upstream ringside"
 fi
 for b in "${BINS[@]}"; do
   per_request "$(realpath "$b")" "$b"

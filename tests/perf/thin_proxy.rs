@@ -15,6 +15,11 @@
 //! headers dropped; bodies streamed both ways. Any failure is a 502. No
 //! timeouts, health checks, retries, upgrades, sessions, events or metrics:
 //! whatever ringside spends beyond this is ringside's own.
+//!
+//! `--upstream ringside` swaps hyper's client for ringside's own upstream
+//! client (`ringside::proxy::client`, per-thread pooled connections, heads
+//! parsed with `httparse`): the same shape with the upstream side ringside
+//! uses, so the difference from ringside is ringside's features alone.
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -23,7 +28,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
@@ -32,6 +37,7 @@ use hyper::client::conn::http1::{self as client, SendRequest};
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use ringside::proxy::client::{self as rc, Answer, Framing, Pool, PoolConfig, RequestHead, ResponseBody};
 use tokio::net::{TcpSocket, TcpStream};
 
 #[derive(Parser)]
@@ -46,10 +52,24 @@ struct Args {
     /// A backend (repeatable); the cookie names them b1, b2, … in this order.
     #[arg(long = "backend", required = true)]
     backends: Vec<SocketAddr>,
+    /// The client that talks to the backends.
+    #[arg(long, value_enum, default_value_t = Upstream::Hyper)]
+    upstream: Upstream,
+}
+
+/// Which HTTP/1.1 client forwards requests to the backends.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Upstream {
+    /// hyper's `client::conn::http1`, a connection task per backend connection.
+    Hyper,
+    /// ringside's purpose-built client on per-thread pooled sockets.
+    Ringside,
 }
 
 struct Config {
     backends: Vec<SocketAddr>,
+    /// ringside's client's pools, one per backend (`--upstream ringside`).
+    pools: Option<Vec<Pool>>,
     /// `Set-Cookie` per backend, made once.
     cookies: Vec<HeaderValue>,
 }
@@ -79,8 +99,17 @@ fn main() {
     let cookies = (1..=args.backends.len())
         .map(|i| HeaderValue::from_str(&format!("{COOKIE}=b{i}; Path=/; HttpOnly")).expect("a valid cookie"))
         .collect();
+    let pools = (args.upstream == Upstream::Ringside).then(|| {
+        let config = PoolConfig {
+            max_idle: MAX_IDLE,
+            connect_timeout: std::time::Duration::from_secs(5),
+            timeouts: rc::Timeouts::default(),
+        };
+        args.backends.iter().map(|a| Pool::new(*a, config)).collect()
+    });
     let config: &'static Config = Box::leak(Box::new(Config {
         backends: args.backends,
+        pools,
         cookies,
     }));
     let threads: Vec<_> = (0..args.threads.max(1))
@@ -102,10 +131,13 @@ fn serve_thread(config: &'static Config, listen: SocketAddr, i: usize) {
     // No timers anywhere, so no time driver: only I/O. (This also keeps the
     // dev-dependency `tokio/test-util`, which examples are built with and
     // which puts the time driver's clock behind a mutex, off the path.)
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .expect("a runtime");
+    // ringside's client keeps inactivity timers: it needs the time driver.
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_io();
+    if config.pools.is_some() {
+        builder.enable_time();
+    }
+    let runtime = builder.build().expect("a runtime");
     runtime.block_on(async move {
         let socket = if listen.is_ipv4() {
             TcpSocket::new_v4()
@@ -134,7 +166,7 @@ fn serve_thread(config: &'static Config, listen: SocketAddr, i: usize) {
     });
 }
 
-type Out = Either<Pooled, Full<Bytes>>;
+type Out = Either<Either<Pooled, ResponseBody>, Full<Bytes>>;
 
 async fn handle(
     config: &'static Config,
@@ -142,6 +174,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Out>, Infallible> {
     let (mut parts, body) = req.into_parts();
+    let framing = framing(&parts.headers);
     let sticky = take_cookie(&mut parts.headers, config.backends.len());
     let b = sticky.unwrap_or_else(|| {
         NEXT.with(|n| {
@@ -156,6 +189,9 @@ async fn handle(
         && let Some(pq) = parts.uri.path_and_query()
     {
         parts.uri = Uri::from(pq.clone());
+    }
+    if let Some(pools) = &config.pools {
+        return Ok(via_ringside_client(config, &pools[b], b, sticky.is_none(), parts, body, framing).await);
     }
     let Some(mut sender) = checkout(b, config.backends[b]).await else {
         return Ok(bad_gateway());
@@ -172,7 +208,53 @@ async fn handle(
         inner: body,
         connection: Some((b, sender)),
     };
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    Ok(Response::from_parts(parts, Either::Left(Either::Left(body))))
+}
+
+/// The same exchange through ringside's upstream client.
+async fn via_ringside_client(
+    config: &'static Config,
+    pool: &Pool,
+    b: usize,
+    new_client: bool,
+    parts: http::request::Parts,
+    body: Incoming,
+    framing: Framing,
+) -> Response<Out> {
+    let Ok(conn) = pool.checkout().await else {
+        return bad_gateway();
+    };
+    let head = RequestHead {
+        method: &parts.method,
+        target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        headers: &parts.headers,
+        framing,
+    };
+    let Ok(Answer::Response(resp)) = conn.send(&head, body, None).await else {
+        return bad_gateway();
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if new_client {
+        parts.headers.append(header::SET_COOKIE, config.cookies[b].clone());
+    }
+    Response::from_parts(parts, Either::Left(Either::Right(body)))
+}
+
+/// How a request's body is framed (RFC 9112 §6.3), read before the
+/// hop-by-hop fields go.
+fn framing(headers: &HeaderMap) -> Framing {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        Framing::Chunked
+    } else {
+        match headers
+            .get(header::CONTENT_LENGTH)
+            .map(|v| v.to_str().map(str::parse::<u64>))
+        {
+            Some(Ok(Ok(n))) => Framing::Length(n),
+            _ => Framing::None,
+        }
+    }
 }
 
 /// The backend index a `SERVERID=bN` cookie names, with the cookie removed
