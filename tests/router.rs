@@ -826,6 +826,58 @@ fn every_protection_keeps_a_client_on_its_backend() {
 }
 
 #[test]
+fn the_balancer_cookie_and_the_application_cookie_are_read_from_one_pass_in_any_order() {
+    let r = router(3, Placement::Ring);
+    let a = affinity(AffinityMode::LbCookie, Protection::Private);
+    let (first, _) = request(&r, &a, &HeaderMap::new(), None);
+    let valid = format!(
+        "SERVERID={}",
+        a.codec().encode(first.session_id.unwrap(), &first.backend)
+    );
+    let read = |a: &Affinity, values: &[&str]| {
+        let headers = cookie_headers(values);
+        let x = a.extract(
+            &RequestView {
+                headers: &headers,
+                query: None,
+                peer: PEER,
+                verified: None,
+            },
+            &r.topology(),
+        );
+        let claimed = matches!(x.key, SessionKey::Cookie { .. });
+        (claimed, x.forged, x.app_session.map(<[u8]>::to_vec))
+    };
+    let app = |s: &str| Some(s.as_bytes().to_vec());
+    // The application's cookie before, after or in another header; its first non-empty value.
+    assert_eq!(read(&a, &["session_id=abc", &valid]), (true, false, app("abc")));
+    assert_eq!(
+        read(&a, &[&format!("{valid}; session_id=; session_id=def; session_id=ghi")]),
+        (true, false, app("def"))
+    );
+    // A forged balancer cookie before a valid one: the valid one routes, nothing counted.
+    assert_eq!(
+        read(&a, &["SERVERID=forged; session_id=x", &valid]),
+        (true, false, app("x"))
+    );
+    // Only forged ones: a new session, counted; the application's cookie still read.
+    assert_eq!(read(&a, &["session_id=y; SERVERID=forged"]), (false, true, app("y")));
+    assert_eq!(read(&a, &["other=1"]), (false, false, None));
+    // One name for both cookies: its first non-empty value is also the application's.
+    let same = Affinity::new(
+        AffinityConfig {
+            mode: AffinityMode::LbCookie,
+            app_cookie: "SERVERID".into(),
+            ..Default::default()
+        },
+        CookieCodec::new("SERVERID", Protection::Private, Some(SECRET)).unwrap(),
+    );
+    let value = valid.strip_prefix("SERVERID=").unwrap();
+    assert_eq!(read(&same, &["SERVERID=forged", &valid]), (true, false, app("forged")));
+    assert_eq!(read(&same, &[&valid]), (true, false, app(value)));
+}
+
+#[test]
 fn forged_cookies_are_ignored_and_counted() {
     let r = router(3, Placement::Ring);
     let a = affinity(AffinityMode::LbCookie, Protection::Private);

@@ -271,13 +271,19 @@ impl Affinity {
         let app_cookie = || cookie_values(req.headers, self.config.app_cookie.as_bytes()).find(|v| !v.is_empty());
         let (key, forged, app_session) = match mode {
             AffinityMode::LbCookie => {
-                let mut seen = false;
-                let mut claim = None;
-                for value in cookie_values(req.headers, self.codec.name().as_bytes()) {
-                    seen = true;
-                    if let Some(c) = self.codec.decode_remembered(value, req.verified) {
-                        claim = Some(c);
-                        break;
+                // One pass over the cookies for both the balancer's and the
+                // application's (the two names may be the same).
+                let (lb_name, app_name) = (self.codec.name().as_bytes(), self.config.app_cookie.as_bytes());
+                let (mut seen, mut claim, mut app_id) = (false, None, None);
+                for (name, value) in cookie_pairs(req.headers) {
+                    if name == lb_name {
+                        seen = true;
+                        if claim.is_none() {
+                            claim = self.codec.decode_remembered(value, req.verified);
+                        }
+                    }
+                    if name == app_name && app_id.is_none() && !value.is_empty() {
+                        app_id = Some(value);
                     }
                 }
                 match claim {
@@ -287,9 +293,9 @@ impl Affinity {
                             backend: topo.by_tag(c.tag),
                         },
                         false,
-                        app_cookie(),
+                        app_id,
                     ),
-                    None => (SessionKey::NewCookie, seen, app_cookie()),
+                    None => (SessionKey::NewCookie, seen, app_id),
                 }
             }
             AffinityMode::AppCookie => {
@@ -389,16 +395,22 @@ pub fn app_set_cookie<'h>(headers: &'h HeaderMap, name: &[u8]) -> Option<SetCook
 /// headers, in order, read as bytes: a cookie with non-ASCII bytes elsewhere
 /// in the header does not hide the others. Surrounding quotes are removed.
 pub fn cookie_values<'h, 'n>(headers: &'h HeaderMap, name: &'n [u8]) -> impl Iterator<Item = &'h [u8]> + use<'h, 'n> {
+    cookie_pairs(headers).filter_map(move |(n, v)| (n == name).then_some(v))
+}
+
+/// Every `name=value` pair in the request's `Cookie` headers, in order, as
+/// bytes: the name trimmed, the value trimmed and unquoted (as in
+/// [`cookie_values`]); a pair without `=` is skipped.
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
     headers
         .get_all(COOKIE)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .filter_map(move |pair| {
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (trim_bytes(&pair[..eq]) == name).then(|| {
-                let v = trim_bytes(&pair[eq + 1..]);
-                v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v)
-            })
+        .filter_map(|pair| {
+            let eq = memchr::memchr(b'=', pair)?;
+            let v = trim_bytes(&pair[eq + 1..]);
+            let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
+            Some((trim_bytes(&pair[..eq]), v))
         })
 }
 
