@@ -216,21 +216,45 @@ impl FramingScanner {
         }
     }
 
+    /// Keeps the next `part` of the current line: its first bytes in
+    /// `start`, and — for a line that may be `Transfer-Encoding`, whose last
+    /// coding is at its end — its last bytes in the `tail` ring once it is
+    /// longer than `start` holds. Other lines cost one copy.
     fn keep(&mut self, part: &[u8]) {
         let room = KEEP - self.start_len;
         let n = part.len().min(room);
         self.start[self.start_len..self.start_len + n].copy_from_slice(&part[..n]);
         self.start_len += n;
-        let skip = part.len().saturating_sub(KEEP);
-        for (i, &b) in part[skip..].iter().enumerate() {
-            self.tail[(self.line_len + skip + i) % KEEP] = b;
+        let len = self.line_len + part.len();
+        if len > KEEP && matches!(self.start[0], b't' | b'T') {
+            if self.line_len <= KEEP {
+                // The ring starts now: `start` holds the line so far.
+                self.tail[..self.line_len].copy_from_slice(&self.start[..self.line_len]);
+            }
+            let skip = part.len().saturating_sub(KEEP);
+            let mut at = (self.line_len + skip) % KEEP;
+            let mut rest = &part[skip..];
+            while !rest.is_empty() {
+                let n = rest.len().min(KEEP - at);
+                self.tail[at..at + n].copy_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                at = 0;
+            }
         }
-        self.line_len += part.len();
+        self.line_len = len;
     }
 
-    /// The line's last bytes (up to [`KEEP`]), a trailing CR removed.
+    /// The line's last bytes (up to [`KEEP`]), a trailing CR removed; read
+    /// only for `Transfer-Encoding` lines.
     fn line_end(&self) -> Vec<u8> {
-        let n = self.line_len.min(KEEP);
+        if self.line_len <= KEEP {
+            let mut end = self.start[..self.line_len].to_vec();
+            if end.last() == Some(&b'\r') {
+                end.pop();
+            }
+            return end;
+        }
+        let n = KEEP;
         let mut end: Vec<u8> = (self.line_len - n..self.line_len)
             .map(|i| self.tail[i % KEEP])
             .collect();
@@ -490,6 +514,32 @@ POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\
         ]
         .concat();
         assert_eq!(every_split(&long_size, 2), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_transfer_encoding_line_of_any_length_is_read_to_its_last_coding() {
+        // Lines around and past the bytes kept from a line's start, each
+        // ending in `chunked` (its body skipped: the next head is watched)
+        // or in another coding (the stream cannot be framed).
+        for codings in [2, 6, 7, 8, 12, 30] {
+            let te = ["gzip, "; 30][..codings].concat();
+            let chunked = format!(
+                "POST / HTTP/1.1\r\nTransfer-Encoding: {te}chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            );
+            assert_eq!(
+                every_split(chunked.as_bytes(), 2),
+                vec![1],
+                "{codings} codings, then chunked"
+            );
+            let not_last =
+                format!("POST / HTTP/1.1\r\ntransfer-encoding: chunked, {te}gzip\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+            assert_eq!(
+                every_split(not_last.as_bytes(), 2),
+                vec![0, 1],
+                "chunked, then {codings} codings"
+            );
+        }
     }
 
     #[test]
