@@ -222,6 +222,11 @@ pub(super) fn parse_trailers(buf: &[u8]) -> Result<Option<(usize, HeaderMap)>, &
 }
 
 /// The fields of a head, and what framing they declare.
+/// Room left in a response's field map for the fields added on its way to
+/// the client (`Keep-Alive`, `Set-Cookie`, `Cache-Control`, and hyper's own),
+/// so that adding them does not grow and rehash the map.
+const ADDED_FIELDS: usize = 4;
+
 struct Fields {
     headers: HeaderMap,
     length: Option<u64>,
@@ -238,7 +243,7 @@ impl Fields {
         let head = Bytes::copy_from_slice(&buf[..len]);
         let base = buf.as_ptr() as usize;
         let mut f = Fields {
-            headers: HeaderMap::with_capacity(parsed.len()),
+            headers: HeaderMap::with_capacity(parsed.len() + ADDED_FIELDS),
             length: None,
             length_error: None,
             transfer: Transfer::Absent,
