@@ -35,15 +35,43 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
-/// True when `Connection` names `token` (e.g. `close`, `keep-alive`).
-pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+/// What a head's `Connection` fields say, read in one pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    /// `close`: the sender closes after this message.
+    pub close: bool,
+    /// `keep-alive` (an HTTP/1.0 client asking to keep the connection).
+    pub keep_alive: bool,
+    /// `upgrade`: the `Upgrade` field is meant for this hop.
+    pub upgrade: bool,
+    /// Some other option: it may name a field that goes with the hop.
+    pub names_fields: bool,
+}
+
+impl ConnectionOptions {
+    /// The options of every `Connection` field of `headers`.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut o = ConnectionOptions::default();
+        for token in connection_tokens(headers) {
+            if token.eq_ignore_ascii_case(b"close") {
+                o.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                o.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                o.upgrade = true;
+            } else {
+                o.names_fields = true;
+            }
+        }
+        o
+    }
 }
 
 /// Removes hop-by-hop fields, including those `Connection` names — but
 /// never `Host`, which no hop may take away. An upgrade keeps
-/// `Connection: upgrade` and `Upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+/// `Connection: upgrade` and `Upgrade`. `read`: the head's `Connection`
+/// options when the caller has read them already (else read here as needed).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, read: Option<&ConnectionOptions>) {
     // One pass over the names finds which are here, with no lookup (a
     // lookup hashes the name); most heads carry none, or only `Connection`.
     let mut present = [false; HOP_BY_HOP.len()];
@@ -58,7 +86,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !has_upgrade && !present.contains(&true) {
         return;
     }
-    if present[0] {
+    if present[0] && read.is_none_or(|o| o.names_fields) {
         // (`HOP_BY_HOP[0]` is `Connection`.)
         // `keep-alive` and `upgrade` name fields handled below, and no
         // field may be named `close` (RFC 9110 §18.4): only other options
@@ -269,13 +297,13 @@ mod tests {
             ("host", "example"),
             ("trailer", "x-checksum"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, false, None);
         assert_eq!(h.len(), 2, "{h:?}");
         assert!(h.contains_key("host"));
         assert!(h.contains_key("trailer"), "Trailer describes the message, not the hop");
         let mut up = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade(&up));
-        strip_hop_by_hop(&mut up, true);
+        strip_hop_by_hop(&mut up, true, None);
         assert_eq!(up.get("upgrade").unwrap(), "websocket");
         assert_eq!(up.get("connection").unwrap(), "upgrade");
     }
@@ -289,15 +317,41 @@ mod tests {
             ("upgrade", "h2c"),
             ("x-b", "kept"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, false, None);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h.get("x-b").unwrap(), "kept");
         let mut alone = map(&[("proxy-authorization", "Basic eA=="), ("x-b", "kept")]);
-        strip_hop_by_hop(&mut alone, false);
+        strip_hop_by_hop(&mut alone, false, None);
         assert_eq!(alone.len(), 1, "{alone:?}");
         let mut none = map(&[("x-b", "kept"), ("cookie", "a=1")]);
-        strip_hop_by_hop(&mut none, false);
+        strip_hop_by_hop(&mut none, false, None);
         assert_eq!(none.len(), 2, "{none:?}");
+    }
+
+    #[test]
+    fn connection_options_are_read_in_one_pass_and_spare_the_named_field_pass() {
+        let h = map(&[("connection", "Keep-Alive"), ("connection", " CLOSE ,upgrade")]);
+        let read = ConnectionOptions::of(&h);
+        assert_eq!(
+            read,
+            ConnectionOptions {
+                close: true,
+                keep_alive: true,
+                upgrade: true,
+                names_fields: false,
+            }
+        );
+        assert!(ConnectionOptions::of(&map(&[("connection", "close, x-a")])).names_fields);
+        assert_eq!(
+            ConnectionOptions::of(&map(&[("x", "close")])),
+            ConnectionOptions::default()
+        );
+        // Options read by the caller: the fields they name still go.
+        let mut h = map(&[("connection", "keep-alive, x-a"), ("x-a", "1"), ("x-b", "kept")]);
+        let read = ConnectionOptions::of(&h);
+        strip_hop_by_hop(&mut h, false, Some(&read));
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.get("x-b").unwrap(), "kept");
     }
 
     #[test]

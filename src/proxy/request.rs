@@ -134,23 +134,27 @@ pub fn normalise(
     } else {
         None
     };
-    let has = |token: &str| seen.connection && headers::connection_has(h, token);
+    let connection = if seen.connection {
+        headers::ConnectionOptions::of(h)
+    } else {
+        headers::ConnectionOptions::default()
+    };
     let facts = Facts {
         framing: match (seen.transfer_encoding, length) {
             (true, _) => Framing::Chunked,
             (false, Some(n)) => Framing::Length(n),
             (false, None) => Framing::None,
         },
-        upgrade: seen.upgrade && has("upgrade"),
+        upgrade: seen.upgrade && connection.upgrade,
         http10: parts.version == Version::HTTP_10,
         trailers: seen.te && headers::te_trailers(h),
-        close: has("close") || (parts.version == Version::HTTP_10 && !has("keep-alive")),
+        close: connection.close || (parts.version == Version::HTTP_10 && !connection.keep_alive),
         idempotent: matches!(
             parts.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
         ),
     };
-    headers::strip_hop_by_hop(h, facts.upgrade);
+    headers::strip_hop_by_hop(h, facts.upgrade, Some(&connection));
     if seen.content_length {
         h.remove(header::CONTENT_LENGTH);
     }

@@ -176,7 +176,7 @@ pub struct Dressing<'a> {
 /// Prepares a backend's head for the client, in place.
 pub fn dress(parts: &mut http::response::Parts, dressing: Dressing<'_>) {
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    headers::strip_hop_by_hop(&mut parts.headers, switching);
+    headers::strip_hop_by_hop(&mut parts.headers, switching, None);
     parts.version = Version::HTTP_11;
     if let Some(cookie) = dressing.set_cookie {
         parts.headers.append(header::SET_COOKIE, cookie.clone());
