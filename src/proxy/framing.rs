@@ -244,18 +244,10 @@ impl FramingScanner {
         self.line_len = len;
     }
 
-    /// The line's last bytes (up to [`KEEP`]), a trailing CR removed; read
-    /// only for `Transfer-Encoding` lines.
+    /// The last [`KEEP`] bytes of a `Transfer-Encoding` line longer than
+    /// `start` holds (the ring keeps no other), a trailing CR removed.
     fn line_end(&self) -> Vec<u8> {
-        if self.line_len <= KEEP {
-            let mut end = self.start[..self.line_len].to_vec();
-            if end.last() == Some(&b'\r') {
-                end.pop();
-            }
-            return end;
-        }
-        let n = KEEP;
-        let mut end: Vec<u8> = (self.line_len - n..self.line_len)
+        let mut end: Vec<u8> = (self.line_len - KEEP..self.line_len)
             .map(|i| self.tail[i % KEEP])
             .collect();
         if end.last() == Some(&b'\r') {
@@ -338,11 +330,10 @@ impl FramingScanner {
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             self.head.transfer_encoding = true;
-            let end = self.line_end();
             let value = if self.line_len == self.start_len {
                 trim(&start[colon + 1..]).to_vec()
             } else {
-                end
+                self.line_end()
             };
             let last = value.rsplit(|&b| b == b',').next().map(trim).unwrap_or_default();
             self.head.chunked = last.eq_ignore_ascii_case(b"chunked");

@@ -30,11 +30,6 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// True when the request asks to switch protocols (WebSocket and the like).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
-}
-
 /// What a head's `Connection` fields say, read in one pass.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionOptions {
@@ -302,7 +297,7 @@ mod tests {
         assert!(h.contains_key("host"));
         assert!(h.contains_key("trailer"), "Trailer describes the message, not the hop");
         let mut up = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(is_upgrade(&up));
+        assert!(ConnectionOptions::of(&up).upgrade);
         strip_hop_by_hop(&mut up, true, None);
         assert_eq!(up.get("upgrade").unwrap(), "websocket");
         assert_eq!(up.get("connection").unwrap(), "upgrade");

@@ -221,12 +221,12 @@ pub(super) fn parse_trailers(buf: &[u8]) -> Result<Option<(usize, HeaderMap)>, &
     }
 }
 
-/// The fields of a head, and what framing they declare.
 /// Room left in a response's field map for the fields added on its way to
 /// the client (`Keep-Alive`, `Set-Cookie`, `Cache-Control`, and hyper's own),
 /// so that adding them does not grow and rehash the map.
 const ADDED_FIELDS: usize = 4;
 
+/// The fields of a head, and what framing they declare.
 struct Fields {
     headers: HeaderMap,
     length: Option<u64>,
