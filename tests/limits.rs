@@ -1,10 +1,10 @@
 //! Bounded under slow, idle and flooding clients: every limit and timeout
 //! over real sockets, with short configured values so the tests stay fast —
-//! keep-alive idle (advertised), parked idle and silent connections, a stalled request
-//! body (408, not the backend's fault), a client that reads nothing, the
-//! cap on client connections, a backend's cap and queue (503 + Retry-After),
-//! descriptor exhaustion under a low `ulimit -n` (no backend blamed), and an
-//! idle tunnel.
+//! keep-alive idle (advertised), parked idle and silent connections, a slow
+//! head within its time, a stalled request body (408, not the backend's
+//! fault), a client that reads nothing, the cap on client connections, a
+//! backend's cap and queue (503 + Retry-After), descriptor exhaustion under
+//! a low `ulimit -n` (no backend blamed), and an idle tunnel.
 
 #[path = "conformance/support.rs"]
 mod support;
@@ -41,6 +41,26 @@ fn an_idle_keep_alive_connection_closes_after_its_advertised_timeout() {
     c.send(&get("/again"));
     assert_eq!(c.response().status(), 200);
     assert!(c.closes_within(WAIT), "idle past the timeout, the connection closes");
+}
+
+#[test]
+fn a_slow_head_within_the_head_timeout_is_served_after_a_quick_request() {
+    let backend = Backend::ok("x");
+    let ringside = one_backend(&backend, "header_read_timeout_ms = 1000");
+    let mut c = Client::connect(ringside.proxy);
+    c.send(&get("/quick"));
+    assert_eq!(c.response().status(), 200);
+    // Right away (before the connection would park), a head sent in three
+    // parts over 600 ms: the limits timer, armed for the idle connection,
+    // fires in between and must not cut a head still within its time.
+    c.send(b"GET /slow HTTP/1.1\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(b"Host: app.example\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(b"\r\n");
+    let slow = c.response();
+    assert_eq!(slow.status(), 200, "{}", slow.describe());
+    assert_eq!(backend.requests().len(), 2);
 }
 
 #[test]

@@ -344,7 +344,7 @@ impl Proxy {
         // Whether it teaches anything is the router's policy (nothing in `none`).
         let learned = self
             .router
-            .learn_from_response(&parts.headers, app_session, route.backend.id, self.clock.now());
+            .learn_from_response(&parts.headers, app_session, route.backend.id, || self.clock.now());
         let cookie = if route.set_cookie
             && let Some(session) = route.session_id
         {

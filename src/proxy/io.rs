@@ -13,6 +13,7 @@
 //! connections cost their sockets and little else; it is served by a fresh
 //! hyper connection when it speaks again.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -22,10 +23,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::framing::{FramingScanner, FramingWatch};
 use super::signal::Fired;
+use super::timer::Timer;
 use super::tunnel::PendingTunnel;
 
 /// How a connection left hyper.
@@ -188,7 +190,7 @@ pub struct ClientIo {
     head_since: Option<Instant>,
     /// When hyper's writes began to wait.
     stalled_since: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Timer,
 }
 
 impl ClientIo {
@@ -204,7 +206,7 @@ impl ClientIo {
             stop_seen: false,
             head_since: fresh.then(Instant::now),
             stalled_since: None,
-            timer: None,
+            timer: Timer::default(),
         }
     }
 
@@ -241,18 +243,12 @@ impl ClientIo {
         self.stop_seen
     }
 
-    /// Waits until `deadline`; `true` once it has passed.
+    /// Waits until `deadline`; `true` once it has passed. The timer moves
+    /// only to an earlier deadline: a later one (the next request's
+    /// keep-alive, say) is taken up when the armed one fires, so a request
+    /// neither reads the clock here nor re-files the timer.
     fn passed(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
-        if Instant::now() >= deadline {
-            return true;
-        }
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        timer.as_mut().poll(cx).is_ready()
+        self.timer.poll_until(cx, deadline).is_ready()
     }
 
     /// Nothing to read now: is a limit passed? `Some` is what to return.
@@ -425,5 +421,3 @@ impl ClientIo {
         }
     }
 }
-
-use std::future::Future as _;

@@ -26,6 +26,7 @@ pub mod response;
 pub mod signal;
 mod spread;
 pub mod stats;
+mod timer;
 pub mod tunnel;
 pub mod upstream;
 

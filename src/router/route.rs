@@ -345,17 +345,18 @@ impl Router {
     /// request's application session — never an address's or a balancer
     /// cookie's session. Returns the fingerprint of the session it bound,
     /// moved or ended, when that session is in the table in force: the
-    /// response must not leave before the session store has it.
+    /// response must not leave before the session store has it. `now` is
+    /// read only when there is something to learn.
     pub fn learn_from_response(
         &self,
         headers: &HeaderMap,
         app_session: Option<u64>,
         backend: BackendId,
-        now: Timestamp,
+        now: impl FnOnce() -> Timestamp,
     ) -> Option<u64> {
         let mode = self.affinity.mode();
         let changed = match affinity::lesson(mode, headers, &self.affinity.config().app_cookie)? {
-            Lesson::Bind(id) => self.bind_key(SessionKey::Text(id), backend, now),
+            Lesson::Bind(id) => self.bind_key(SessionKey::Text(id), backend, now()),
             Lesson::End => {
                 let fingerprint = app_session?;
                 self.table(KeyDomain::Text)

@@ -13,8 +13,8 @@ use super::chunked::{Decoded, Decoder};
 use super::conn::Connection;
 use super::error::BodyError;
 use super::head::BodyLength;
-use super::timer::Idle;
 use super::{MAX_HEAD, READ_BUF_SIZE};
+use crate::proxy::timer::Idle;
 
 /// How the rest of the body is delimited.
 #[derive(Debug)]

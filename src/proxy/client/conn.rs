@@ -20,9 +20,9 @@ use super::body::ResponseBody;
 use super::error::{BoxError, ConnectError, SendError};
 use super::head::{self, ResponseHead};
 use super::pool::Home;
-use super::timer::{Idle, Timer};
 use super::write::WriteQueue;
 use super::{Framing, MAX_HEAD, READ_BUF_SIZE, RequestHead, Timeouts, chunked};
+use crate::proxy::timer::{Idle, Timer};
 
 /// Called with each interim (1xx) response but `100 Continue` and `101`.
 pub type OnInterim<'a> = dyn FnMut(http::Response<()>) + Send + 'a;

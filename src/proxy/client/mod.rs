@@ -30,7 +30,6 @@ mod error;
 mod head;
 mod limit;
 mod pool;
-mod timer;
 mod write;
 
 #[cfg(test)]

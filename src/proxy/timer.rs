@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 /// When one side (the backend, or the client's body) started keeping us waiting.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Idle {
+pub(crate) struct Idle {
     since: Option<Instant>,
 }
 
@@ -38,7 +38,7 @@ impl Idle {
 
 /// One lazily armed timer.
 #[derive(Debug, Default)]
-pub(super) struct Timer {
+pub(crate) struct Timer {
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
