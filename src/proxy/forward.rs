@@ -207,9 +207,18 @@ impl Proxy {
             };
             let sent = conn.send(&head, body.replay(), Some(&mut relay_interim)).await;
             match sent {
-                Ok(Answer::Response(resp)) => {
+                Ok(Answer::Response(resp, connection)) => {
                     upstream.latency.record(started.elapsed());
-                    let (response, learned) = self.relay(resp, &route, app_session, &facts, &settings, active, permit);
+                    let (response, learned) = self.relay(
+                        resp,
+                        &connection,
+                        &route,
+                        app_session,
+                        &facts,
+                        &settings,
+                        active,
+                        permit,
+                    );
                     if let (Some(fingerprint), Some(store)) = (learned, &self.store) {
                         // The client may send its next request to another balancer.
                         store.commit(&self.router, fingerprint).await;
@@ -225,6 +234,7 @@ impl Proxy {
                         Dressing {
                             set_cookie: None,
                             keep_alive: None,
+                            connection: None,
                         },
                     );
                     ctx.shared.set_tunnel(PendingTunnel {
@@ -316,6 +326,7 @@ impl Proxy {
     fn relay(
         &self,
         resp: Response<super::client::ResponseBody>,
+        connection: &headers::ConnectionOptions,
         route: &Route,
         app_session: Option<u64>,
         facts: &Facts,
@@ -363,6 +374,7 @@ impl Proxy {
             Dressing {
                 set_cookie: cookie.as_ref(),
                 keep_alive: (!closes).then_some(&settings.keep_alive),
+                connection: Some(connection),
             },
         );
         if closes {

@@ -25,9 +25,12 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(trim_bytes)
-        .filter(|t| !t.is_empty())
+        .flat_map(|v| list_tokens(v.as_bytes()))
+}
+
+/// The non-empty elements of one comma-separated field value, trimmed.
+fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim_bytes).filter(|t| !t.is_empty())
 }
 
 /// What a head's `Connection` fields say, read in one pass.
@@ -47,18 +50,34 @@ impl ConnectionOptions {
     /// The options of every `Connection` field of `headers`.
     pub fn of(headers: &HeaderMap) -> Self {
         let mut o = ConnectionOptions::default();
-        for token in connection_tokens(headers) {
-            if token.eq_ignore_ascii_case(b"close") {
-                o.close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                o.keep_alive = true;
-            } else if token.eq_ignore_ascii_case(b"upgrade") {
-                o.upgrade = true;
-            } else {
-                o.names_fields = true;
-            }
+        for value in headers.get_all(header::CONNECTION) {
+            o.add(value.as_bytes());
         }
         o
+    }
+
+    /// Takes in the options of one more `Connection` field's `value`.
+    pub fn add(&mut self, value: &[u8]) {
+        // Most fields hold one option and no space: no split needed.
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+            return;
+        }
+        if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return;
+        }
+        for token in list_tokens(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else {
+                self.names_fields = true;
+            }
+        }
     }
 }
 
@@ -337,6 +356,21 @@ mod tests {
             }
         );
         assert!(ConnectionOptions::of(&map(&[("connection", "close, x-a")])).names_fields);
+        let alone = |value| ConnectionOptions::of(&map(&[("connection", value)]));
+        assert_eq!(
+            alone("keep-alive"),
+            ConnectionOptions {
+                keep_alive: true,
+                ..ConnectionOptions::default()
+            }
+        );
+        assert_eq!(
+            alone("Close"),
+            ConnectionOptions {
+                close: true,
+                ..ConnectionOptions::default()
+            }
+        );
         assert_eq!(
             ConnectionOptions::of(&map(&[("x", "close")])),
             ConnectionOptions::default()

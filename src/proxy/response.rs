@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::client::{BodyError, Permit, ResponseBody};
-use super::headers;
+use super::headers::{self, ConnectionOptions};
 use super::io::InFlight;
 use crate::router::Backend;
 
@@ -171,12 +171,14 @@ pub struct Dressing<'a> {
     pub set_cookie: Option<&'a HeaderValue>,
     /// `Keep-Alive: timeout=N` for a persistent connection.
     pub keep_alive: Option<&'a HeaderValue>,
+    /// The head's `Connection` options, when the upstream client read them.
+    pub connection: Option<&'a ConnectionOptions>,
 }
 
 /// Prepares a backend's head for the client, in place.
 pub fn dress(parts: &mut http::response::Parts, dressing: Dressing<'_>) {
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    headers::strip_hop_by_hop(&mut parts.headers, switching, None);
+    headers::strip_hop_by_hop(&mut parts.headers, switching, dressing.connection);
     parts.version = Version::HTTP_11;
     if let Some(cookie) = dressing.set_cookie {
         parts.headers.append(header::SET_COOKIE, cookie.clone());

@@ -230,7 +230,7 @@ async fn via_ringside_client(
         headers: &parts.headers,
         framing,
     };
-    let Ok(Answer::Response(resp)) = conn.send(&head, body, None).await else {
+    let Ok(Answer::Response(resp, _)) = conn.send(&head, body, None).await else {
         return bad_gateway();
     };
     let (mut parts, body) = resp.into_parts();

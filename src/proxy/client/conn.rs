@@ -22,6 +22,7 @@ use super::head::{self, ResponseHead};
 use super::pool::Home;
 use super::write::WriteQueue;
 use super::{Framing, MAX_HEAD, READ_BUF_SIZE, RequestHead, Timeouts, chunked};
+use crate::proxy::headers::ConnectionOptions;
 use crate::proxy::timer::{Idle, Timer};
 
 /// Called with each interim (1xx) response but `100 Continue` and `101`.
@@ -29,9 +30,15 @@ pub type OnInterim<'a> = dyn FnMut(http::Response<()>) + Send + 'a;
 
 /// What a backend answered.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the final response is the common answer: boxing it would allocate per request"
+)]
 pub enum Answer {
-    /// A final response; its body streams from the connection.
-    Response(http::Response<ResponseBody>),
+    /// A final response; its body streams from the connection. With it,
+    /// what its `Connection` fields said (read for the connection's reuse):
+    /// a proxy strips the fields they name without reading them again.
+    Response(http::Response<ResponseBody>, ConnectionOptions),
     /// `101 Switching Protocols`: HTTP is over on this connection.
     Upgraded(Upgraded),
 }
@@ -209,9 +216,12 @@ impl Connection {
         }
         let length = parsed.body_length(*head.method == Method::HEAD);
         let reusable = request_sent && parsed.keeps_alive(length);
-        let (status, version) = (parsed.status, parsed.version);
+        let (status, version, connection) = (parsed.status, parsed.version, parsed.connection);
         let body = ResponseBody::new(self, length, reusable);
-        Ok(Answer::Response(response(status, version, parsed.headers, body)))
+        Ok(Answer::Response(
+            response(status, version, parsed.headers, body),
+            connection,
+        ))
     }
 }
 

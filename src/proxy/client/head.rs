@@ -9,6 +9,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::{Framing, MAX_HEAD, MAX_HEADERS, RequestHead};
+use crate::proxy::headers::ConnectionOptions;
 
 /// Writes `head` (always `HTTP/1.1`) after what `out` holds. The map's own
 /// `Content-Length` and `Transfer-Encoding` are skipped: the framing choice
@@ -106,10 +107,8 @@ pub(super) struct ResponseHead {
     pub len: usize,
     length: Option<u64>,
     transfer: Transfer,
-    /// `Connection: close`.
-    close: bool,
-    /// `Connection: keep-alive`.
-    keep_alive: bool,
+    /// What its `Connection` fields say.
+    pub connection: ConnectionOptions,
     /// Both `Transfer-Encoding` and `Content-Length` came.
     conflict: bool,
 }
@@ -133,14 +132,14 @@ impl ResponseHead {
     /// Whether the connection may carry another request once this response
     /// (delimited by `length`) has been read to its end.
     pub fn keeps_alive(&self, length: BodyLength) -> bool {
-        if self.close || self.conflict || length == BodyLength::Close {
+        if self.connection.close || self.conflict || length == BodyLength::Close {
             return false;
         }
         match self.version {
             Version::HTTP_11 => true,
             // HTTP/1.0: only when asked for, and never with Transfer-Encoding
             // (faulty framing in a 1.0 message, RFC 9112 §6.1).
-            _ => self.keep_alive && self.transfer == Transfer::Absent,
+            _ => self.connection.keep_alive && self.transfer == Transfer::Absent,
         }
     }
 }
@@ -180,8 +179,7 @@ pub(super) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, &'stati
         length,
         length_error,
         transfer,
-        close,
-        keep_alive,
+        connection,
     } = fields;
     let conflict = transfer != Transfer::Absent && (length.is_some() || length_error.is_some());
     if conflict {
@@ -198,8 +196,7 @@ pub(super) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, &'stati
         len,
         length,
         transfer,
-        close,
-        keep_alive,
+        connection,
         conflict,
     }))
 }
@@ -232,8 +229,7 @@ struct Fields {
     length: Option<u64>,
     length_error: Option<&'static str>,
     transfer: Transfer,
-    close: bool,
-    keep_alive: bool,
+    connection: ConnectionOptions,
 }
 
 impl Fields {
@@ -247,8 +243,7 @@ impl Fields {
             length: None,
             length_error: None,
             transfer: Transfer::Absent,
-            close: false,
-            keep_alive: false,
+            connection: ConnectionOptions::default(),
         };
         for field in parsed {
             let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "invalid header name")?;
@@ -268,10 +263,7 @@ impl Fields {
                     f.transfer = Transfer::Other;
                 }
             } else if name == CONNECTION {
-                for token in tokens(raw) {
-                    f.close |= token.eq_ignore_ascii_case(b"close");
-                    f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
+                f.connection.add(raw);
             }
             let start = (raw.as_ptr() as usize).wrapping_sub(base);
             let value = if raw.is_empty() {
@@ -469,6 +461,23 @@ mod tests {
             assert_eq!(h.body_length(*head_request), *length, "{text:?}");
             assert_eq!(h.keeps_alive(*length), *reuse, "{text:?}");
         }
+    }
+
+    #[test]
+    fn every_connection_field_is_read_into_the_options() {
+        let h = head("HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\nConnection: , x-trace\r\n\r\n");
+        let want = ConnectionOptions {
+            keep_alive: true,
+            names_fields: true,
+            ..ConnectionOptions::default()
+        };
+        assert_eq!(h.connection, want);
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").connection,
+            ConnectionOptions::default()
+        );
+        let h = head("HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert!(h.connection.upgrade && !h.connection.names_fields);
     }
 
     #[test]

@@ -159,7 +159,7 @@ async fn get(conn: Connection, target: &str) -> Result<Answer, SendError> {
 
 fn response(answer: Answer) -> http::Response<ResponseBody> {
     match answer {
-        Answer::Response(r) => r,
+        Answer::Response(r, _) => r,
         Answer::Upgraded(u) => panic!("unexpected upgrade: {:?}", u.head),
     }
 }
@@ -1119,7 +1119,7 @@ async fn random_garbage_from_the_backend_never_panics() {
     let client = async {
         for _ in &inputs {
             let conn = pool.connect().await.unwrap();
-            if let Ok(Answer::Response(r)) = get(conn, "/").await {
+            if let Ok(Answer::Response(r, _)) = get(conn, "/").await {
                 let _ = read_all(r.into_body()).await;
             }
         }
