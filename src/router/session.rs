@@ -441,11 +441,6 @@ impl SessionTable {
         self.idle_secs
     }
 
-    /// True when an insert must evict first.
-    pub fn is_full(&self) -> bool {
-        self.len() >= self.max as u64
-    }
-
     /// Live sessions.
     pub fn len(&self) -> u64 {
         self.len.load(Ordering::Relaxed)
@@ -514,10 +509,12 @@ impl SessionTable {
     /// one first when the table is full; then records it everywhere, as
     /// `origin` says.
     pub fn create(&self, shard: &mut Shard, topo: &Topology, new: NewSession, origin: Origin) {
-        if let Some(evicted) = shard.insert(&new, self.is_full()) {
+        // The place is taken before the check, so that two threads creating
+        // sessions at once cannot both find the last free one.
+        let full = self.len.fetch_add(1, Ordering::Relaxed) >= self.max as u64;
+        if let Some(evicted) = shard.insert(&new, full) {
             self.record_end(topo, &evicted, SessionEnd::Evicted, false);
         }
-        self.len.fetch_add(1, Ordering::Relaxed);
         topo.backend(new.backend).counters.sessions[self.domain.index()].fetch_add(1, Ordering::Relaxed);
         if new.tell_store
             && let Some(mirror) = self.mirror()
