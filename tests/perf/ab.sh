@@ -25,14 +25,7 @@ DURATION=${DURATION:-5}
 . tests/perf/common.sh
 install_missing nginx wrk
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+start_work
 
 B1=19481 B2=19482 B3=19483
 start_backends
@@ -45,11 +38,8 @@ start() { # start BINARY PORT: prints the pid
 }
 PA=$(start "$A" 19501); PIDS+=("$PA")
 PB=$(start "$B" 19502); PIDS+=("$PB")
-for port in 19501 19502; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-done
-cookie() { curl -s -D - -o /dev/null "http://127.0.0.1:$1/" | awk -F'[ ;]' 'tolower($1)=="set-cookie:" {print $2; exit}'; }
-CA=$(cookie 19501) CB=$(cookie 19502)
+wait_port 19501; wait_port 19502
+CA=$(cookie_of 19501) CB=$(cookie_of 19502)
 cpu_ticks() { cat /proc/"$1"/task/*/stat | awk '{u += $14; s += $15} END {print u, s}'; }
 hz=$(getconf CLK_TCK)
 

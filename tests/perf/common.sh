@@ -2,7 +2,8 @@
 # Shared by the perf scripts; sourced from the project root.
 
 # install_missing TOOL...: installs with apt-get the tools not on PATH
-# (nginx from Debian's nginx-light, ab from apache2-utils).
+# (nginx from Debian's nginx-light, ab from apache2-utils, perf from
+# linux-perf).
 install_missing() {
   local need=() tool
   for tool in "$@"; do command -v "$tool" >/dev/null || need+=("$tool"); done
@@ -10,6 +11,7 @@ install_missing() {
     echo "installing ${need[*]}" >&2
     apt-get update -qq >/dev/null
     local packages=("${need[@]/nginx/nginx-light}")
+    packages=("${packages[@]/#perf/linux-perf}")
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]/#ab/apache2-utils}" >/dev/null
   fi
 }
@@ -75,4 +77,28 @@ ringside_binaries() {
   for b in "${BINS[@]}"; do
     [ -x "$b" ] || { echo "not an executable: $b (cargo build --release first)" >&2; exit 2; }
   done
+}
+
+# wait_port PORT: waits up to 10 s for an HTTP answer on PORT; exits if none.
+wait_port() {
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
+  echo "port $1 never answered" >&2
+  exit 1
+}
+
+# cookie_of PORT: the first cookie (name=value) a fresh request to PORT is given.
+cookie_of() { curl -s -D - -o /dev/null "http://127.0.0.1:$1/" | awk -F'[ ;]' 'tolower($1)=="set-cookie:"{print $2; exit}'; }
+
+# start_work: a scratch directory in WORK; on exit the processes in PIDS
+# and the nginx backends are stopped and WORK is removed.
+start_work() {
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap stop_work EXIT
+}
+stop_work() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
+  rm -rf "$WORK"
 }

@@ -116,10 +116,8 @@ export RINGSIDE_COOKIE_SECRET=perf-perf-perf-perf-perf-perf-perf-perf
 RINGSIDE_PID=$!
 PIDS+=("$RINGSIDE_PID")
 
-wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 never answered" >&2; exit 1; }
 wait_port $HAP; wait_port $THIN; wait_port $THINRC; wait_port $RS
 
-cookie_of() { curl -s -D - -o /dev/null "http://127.0.0.1:$1/" | awk -F'[ ;]' 'tolower($1)=="set-cookie:"{print $2; exit}'; }
 HAP_COOKIE=$(cookie_of $HAP)
 THIN_COOKIE=$(cookie_of $THIN)
 THINRC_COOKIE=$(cookie_of $THINRC)

@@ -17,14 +17,7 @@ install_missing nginx wrk
 cargo build --release --quiet
 BIN=$PWD/target/release/ringside
 
-WORK=$(mktemp -d)
-RINGSIDE_PID=""
-cleanup() {
-  if [ -n "$RINGSIDE_PID" ]; then kill "$RINGSIDE_PID" 2>/dev/null || true; fi
-  if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+start_work
 
 B1=19381 B2=19382 B3=19383 RS=19380 RSA=19390
 start_backends
@@ -34,7 +27,8 @@ export RINGSIDE_COOKIE_SECRET=perf-perf-perf-perf-perf-perf-perf-perf
   --backend b1=127.0.0.1:$B1 --backend b2=127.0.0.1:$B2 --backend b3=127.0.0.1:$B3 \
   >"$WORK/ringside.out" 2>"$WORK/ringside.err" &
 RINGSIDE_PID=$!
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$RS/" && break; sleep 0.1; done
+PIDS+=("$RINGSIDE_PID")
+wait_port $RS
 
 rss_mb() { awk -v k="$2:" '$1==k{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 sessions() { curl -s "http://127.0.0.1:$RSA/api/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["sessions"])'; }

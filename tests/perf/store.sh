@@ -47,7 +47,6 @@ trap cleanup EXIT
 
 redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
 for _ in $(seq 100); do redis-cli -p $REDIS ping >/dev/null 2>&1 && break; sleep 0.1; done
-wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 never answered" >&2; exit 1; }
 stat() { curl -s "http://127.0.0.1:$1/api/stats" | python3 -c "import json,sys; s=json.load(sys.stdin)['store']; print(' '.join(f'{k}={s[k]}' for k in sys.argv[1:] if k in s))" "${@:2}"; }
 
 export RINGSIDE_COOKIE_SECRET=perf-perf-perf-perf-perf-perf-perf-perf
