@@ -180,6 +180,15 @@ impl FramingScanner {
                 }
                 Phase::Head | Phase::ChunkSize | Phase::ChunkEnd | Phase::Trailer => {
                     let end = memchr::memchr(b'\n', bytes);
+                    if let Some(end) = end
+                        && self.phase == Phase::Head
+                        && self.line_len == 0
+                        && self.head.seen_request_line
+                        && self.header_line_in_place(&bytes[..end], watch)
+                    {
+                        bytes = &mut bytes[end + 1..];
+                        continue;
+                    }
                     let len = end.unwrap_or(bytes.len());
                     let line_part = &mut bytes[..len];
                     if self.phase == Phase::Head && !self.head.seen_request_line {
@@ -301,25 +310,46 @@ impl FramingScanner {
         Phase::Broken
     }
 
+    /// A header line that starts and ends in the bytes at hand (`line`, its
+    /// LF removed), read where it lies: most lines cost no copy. False for
+    /// a line that may be a framing field and is longer than [`KEEP`]: it
+    /// is read as the guard reads a line in pieces, with the same result.
+    fn header_line_in_place(&mut self, line: &[u8], watch: &FramingWatch) -> bool {
+        let whole = line.len() <= KEEP;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            self.phase = self.end_of_head(watch);
+        } else if may_frame(line) {
+            if !whole {
+                return false;
+            }
+            self.framing_field(line, true);
+        }
+        true
+    }
+
     fn header_line(&mut self) {
         if !self.head.seen_request_line {
             self.head.seen_request_line = true;
             return;
         }
-        // Only `Content-Length` and `Transfer-Encoding` matter here.
-        if !matches!(self.start[0], b'c' | b'C' | b't' | b'T') {
+        if !may_frame(self.line_start()) {
             return;
         }
         let mut copy = [0u8; KEEP];
         let kept = self.line_start().len();
         copy[..kept].copy_from_slice(&self.start[..kept]);
-        let start = &copy[..kept];
+        self.framing_field(&copy[..kept], self.line_len == self.start_len);
+    }
+
+    /// Reads a line that may be `Content-Length` or `Transfer-Encoding` from
+    /// its `start` (the whole line when `whole`, its CR removed).
+    fn framing_field(&mut self, start: &[u8], whole: bool) {
         let Some(colon) = start.iter().position(|&b| b == b':') else {
             return;
         };
         let name = &start[..colon];
         if name.eq_ignore_ascii_case(b"content-length") {
-            let whole = self.line_len == self.start_len;
             let value = trim(&start[colon + 1..]);
             match parse_decimal(value).filter(|_| whole) {
                 Some(n) if self.head.content_length.is_none_or(|prev| prev == n) => self.head.content_length = Some(n),
@@ -330,7 +360,7 @@ impl FramingScanner {
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             self.head.transfer_encoding = true;
-            let value = if self.line_len == self.start_len {
+            let value = if whole {
                 trim(&start[colon + 1..]).to_vec()
             } else {
                 self.line_end()
@@ -371,6 +401,13 @@ impl FramingScanner {
             _ => Phase::Head,
         }
     }
+}
+
+/// Whether a header line may be `Content-Length` or `Transfer-Encoding`,
+/// the only fields that frame a request.
+fn may_frame(line: &[u8]) -> bool {
+    line.get(..3)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"con") || p.eq_ignore_ascii_case(b"tra"))
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -489,6 +526,15 @@ POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\
         ]
         .concat();
         assert_eq!(every_split(&long_cl, 1), vec![0]);
+        // A length padded past the bytes kept of a line: not trusted as a
+        // length, in one read or in pieces (nothing after it frames).
+        let padded_cl = [
+            b"POST / HTTP/1.1\r\nContent-Length:".as_slice(),
+            &[b' '; 60],
+            b"5\r\n\r\nhelloGET /next HTTP/1.1\r\n\r\n",
+        ]
+        .concat();
+        assert_eq!(every_split(&padded_cl, 2), vec![0, 1]);
         // A long chunk extension, then a smuggling attempt: still seen.
         let long_ext = [
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;".as_slice(),
