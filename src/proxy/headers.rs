@@ -233,13 +233,24 @@ pub fn make_private(headers: &mut HeaderMap) {
 /// Removes the cookie `name` from every `Cookie` header (HAProxy's
 /// `indirect`): the backend never sees the balancer's cookie. The rest of
 /// each header is left byte for byte — spacing, order, non-ASCII values.
-/// Allocates only when the cookie is present.
+/// Allocates only when the cookie is present with others.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     let name = name.as_bytes();
     let named = |pair: &[u8]| {
         let n = pair.iter().position(|&b| b == b'=').map_or(pair, |eq| &pair[..eq]);
         trim_bytes(n) == name
     };
+    // The common case of a client that keeps no other cookie here: one
+    // field, holding the balancer's cookie alone, goes whole.
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    if let (Some(only), None) = (fields.next(), fields.next())
+        && !only.as_bytes().contains(&b';')
+    {
+        if named(only.as_bytes()) {
+            headers.remove(header::COOKIE);
+        }
+        return;
+    }
     let present = headers
         .get_all(header::COOKIE)
         .iter()
@@ -437,6 +448,12 @@ mod tests {
         let mut untouched = map(&[("cookie", "SERVERIDX=1;a=2")]);
         strip_cookie(&mut untouched, "SERVERID");
         assert_eq!(untouched.get("cookie").unwrap(), "SERVERIDX=1;a=2");
+        let mut alone = map(&[("cookie", " SERVERID=xyz "), ("x-kept", "1")]);
+        strip_cookie(&mut alone, "SERVERID");
+        assert!(alone.get("cookie").is_none() && alone.len() == 1, "{alone:?}");
+        let mut other = map(&[("cookie", "session_id=s1")]);
+        strip_cookie(&mut other, "SERVERID");
+        assert_eq!(other.get("cookie").unwrap(), "session_id=s1");
         let mut tight = map(&[("cookie", "a=1;b=2;SERVERID=x")]);
         strip_cookie(&mut tight, "SERVERID");
         assert_eq!(tight.get("cookie").unwrap(), "a=1;b=2");
