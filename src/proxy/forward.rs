@@ -372,7 +372,7 @@ impl Proxy {
         response::dress(
             &mut parts,
             Dressing {
-                set_cookie: cookie.as_ref(),
+                set_cookie: cookie,
                 keep_alive: (!closes).then_some(&settings.keep_alive),
                 connection: Some(connection),
             },

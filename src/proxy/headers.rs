@@ -203,6 +203,11 @@ fn join(parts: &[&[u8]]) -> Option<HeaderValue> {
 /// balancer cookie): `Cache-Control: private`, replacing `public`, as
 /// HAProxy's `cookie … nocache` does; `no-store` and `private` stay.
 pub fn make_private(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        // The usual case: nothing to keep, nothing to build.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        return;
+    }
     let directives: Vec<String> = headers
         .get_all(header::CACHE_CONTROL)
         .iter()

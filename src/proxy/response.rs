@@ -165,10 +165,10 @@ pub fn own_closing(status: StatusCode, text: &'static str) -> Response<ProxyBody
 }
 
 /// What the answer must say besides the backend's head.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Dressing<'a> {
     /// The balancer cookie to set, when the session was created or moved.
-    pub set_cookie: Option<&'a HeaderValue>,
+    pub set_cookie: Option<HeaderValue>,
     /// `Keep-Alive: timeout=N` for a persistent connection.
     pub keep_alive: Option<&'a HeaderValue>,
     /// The head's `Connection` options, when the upstream client read them.
@@ -181,7 +181,7 @@ pub fn dress(parts: &mut http::response::Parts, dressing: Dressing<'_>) {
     headers::strip_hop_by_hop(&mut parts.headers, switching, dressing.connection);
     parts.version = Version::HTTP_11;
     if let Some(cookie) = dressing.set_cookie {
-        parts.headers.append(header::SET_COOKIE, cookie.clone());
+        parts.headers.append(header::SET_COOKIE, cookie);
         headers::make_private(&mut parts.headers);
     }
     if let Some(ka) = dressing.keep_alive
