@@ -10,6 +10,7 @@
 #   cargo build --release                        # after it
 #   tests/perf/ab.sh /tmp/ringside-a target/release/ringside
 #   PAIRS=6 DURATION=10 NEW_SESSIONS=1 tests/perf/ab.sh A B   # no cookie
+#   SUBSCRIBERS=64 tests/perf/ab.sh A B   # each with 64 /api/events streams
 #
 # Installs nginx and wrk with apt-get when missing.
 set -euo pipefail
@@ -40,12 +41,18 @@ PA=$(start "$A" 19501); PIDS+=("$PA")
 PB=$(start "$B" 19502); PIDS+=("$PB")
 wait_port 19501; wait_port 19502
 CA=$(cookie_of 19501) CB=$(cookie_of 19502)
+for port in 19501 19502; do
+  for _ in $(seq "${SUBSCRIBERS:-0}"); do
+    curl -s -N "http://127.0.0.1:$((port + 100))/api/events" >/dev/null &
+    PIDS+=("$!")
+  done
+done
 cpu_ticks() { cat /proc/"$1"/task/*/stat | awk '{u += $14; s += $15} END {print u, s}'; }
 hz=$(getconf CLK_TCK)
 
 echo "A: $A"
 echo "B: $B"
-echo "wrk -t2 -c64 -d${DURATION}s, $PAIRS pairs, $([ -n "${NEW_SESSIONS:-}" ] && echo "no cookie" || echo "sticky cookie")"
+echo "wrk -t2 -c64 -d${DURATION}s, $PAIRS pairs, $([ -n "${NEW_SESSIONS:-}" ] && echo "no cookie" || echo "sticky cookie"), ${SUBSCRIBERS:-0} event subscribers each"
 printf '%-5s %-4s %9s %8s %8s %8s\n' pair run 'req/s' p99_ms user_us sys_us
 for i in $(seq "$PAIRS"); do
   for v in A B; do
