@@ -29,7 +29,7 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The non-empty elements of one comma-separated field value, trimmed.
-fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(trim_bytes).filter(|t| !t.is_empty())
 }
 
@@ -141,9 +141,8 @@ pub fn other_codings(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(trim_bytes)
-        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"))
+        .flat_map(|v| list_tokens(v.as_bytes()))
+        .filter(|c| !c.eq_ignore_ascii_case(b"chunked"))
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect()
 }

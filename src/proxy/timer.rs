@@ -1,4 +1,6 @@
-//! Inactivity timeouts at the cost of one timer per connection.
+//! Inactivity timeouts at the cost of one timer per connection, for the
+//! upstream client (the backend, the client's body) and for a client
+//! connection's own limits (`ClientIo`).
 //!
 //! Nothing is done per read or write: a side's idle period starts when the
 //! exchange first has to wait for it (`Idle::waiting`) and is forgotten on

@@ -9,7 +9,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::{Framing, MAX_HEAD, MAX_HEADERS, RequestHead};
-use crate::proxy::headers::ConnectionOptions;
+use crate::proxy::headers::{ConnectionOptions, list_tokens};
 
 /// Writes `head` (always `HTTP/1.1`) after what `out` holds. The map's own
 /// `Content-Length` and `Transfer-Encoding` are skipped: the framing choice
@@ -253,7 +253,7 @@ impl Fields {
                     f.length_error.get_or_insert(reason);
                 }
             } else if name == TRANSFER_ENCODING {
-                if let Some(last) = tokens(raw).last() {
+                if let Some(last) = list_tokens(raw).last() {
                     f.transfer = if last.eq_ignore_ascii_case(b"chunked") {
                         Transfer::Chunked
                     } else {
@@ -278,14 +278,6 @@ impl Fields {
         }
         Ok(f)
     }
-}
-
-/// The non-empty elements of a comma-separated list, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
 }
 
 /// Folds one `Content-Length` field (possibly a list of equal values) into
